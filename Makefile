@@ -1,0 +1,38 @@
+# Two commands on a fresh clone (only python3 needed): `make run` and `make test`.
+# Both create .venv if missing and install the project; re-running them is safe.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision for these machines (x86_64, Python 3.11: CUDA 13 wheels, run on the CPU).
+# On a cluster use environment.yml, or override: make TORCH="torch==2.9.1 torchvision==0.24.1"
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+CORES ?= 2
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) all
+
+# pytest exit code 5 means "no tests collected": not a failure of the suite.
+test: $(STAMP)
+	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cdrl baselines tests scripts
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --lint
+
+bench: $(STAMP)
+	$(PY) scripts/bench_toy.py
+
+clean:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,213 @@
+"""Strict, typed run configuration (one YAML file per run).
+
+Every key lives in a dataclass below with its type and default. ``load_config`` rejects unknown
+keys and wrong types with an error naming the full key path, e.g.
+``train.batch_size: expected int, got str '64'``. The resolved config (defaults filled in) is
+written to the run directory and embedded in every checkpoint.
+
+The defaults are the official CDRL CIFAR-10 recipe where one exists (spec 3.5, 7); the toy and
+CPU presets in ``workflow/config/experiments/`` override them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+__all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "config_to_dict"]
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message names the key and the fix."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "checkerboard"         # dataset name: checkerboard | 8gaussians | rings
+    num_points: int = 50_000            # toy datasets: points drawn once (spec 11)
+    scale: float = 4.0                  # toy datasets: board/ring scale (checkerboard in [-8, 8]^2)
+    seed: int = 1234                    # seed of the fixed toy point cloud
+
+
+@dataclass
+class ScheduleConfig:
+    kind: Literal["cdrl", "drl"] = "cdrl"   # cosine-logSNR (spec 1.2) or DRL grouped linear (1.3)
+    levels: int = 6                     # T
+    logsnr_max: float = 9.8             # CDRL only: cleanest level
+    logsnr_min: float = -5.1            # CDRL only: noisiest level
+    b2: float | None = None             # s^2 = b2 * c * sigma^2; None: 4e-4 CDRL, 2e-4 DRL
+    c_mode: Literal["std_ratio", "constant"] = "std_ratio"  # 'constant': the official toy's c
+
+
+@dataclass
+class EBMConfig:
+    arch: Literal["toy_mlp", "image"] = "image"
+    width: int = 128                    # first-level channels (image) or units (toy)
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    blocks_per_level: int = 8
+    emb_in_dim: int = 128               # sinusoidal embedding size
+    temb_dim: int = 512                 # embedding MLP width
+    spectral_norm: bool = True
+    sn_mode: Literal["full", "down"] = "full"   # 'down': DRL's W / max(sigma, 1)
+    time_input: Literal["logsnr", "index"] = "logsnr"  # CDRL: tau(logsnr)*1000; DRL: level index
+    leak: float = 0.2                   # LeakyReLU slope
+    zero_init_conv2: bool = False       # image only: DRL zero-initialises each block's conv2
+    head_bias: bool = False             # image only: DRL's output dense has a bias
+
+
+@dataclass
+class InitializerConfig:
+    arch: Literal["toy_mlp", "unet", "none"] = "unet"   # 'none': chains start at x_i (DRL)
+    width: int = 64                     # U-Net dim / MLP units
+    num_blocks: int = 3                 # U-Net res-blocks per level / MLP FiLM blocks
+    dim_mults: list[int] = field(default_factory=lambda: [1, 1, 1])
+    attn_resolutions: list[int] = field(default_factory=lambda: [16, 8])
+    emb_in_dim: int = 64
+    temb_dim: int = 256
+    groups: int = 32                    # GroupNorm groups
+    dropout: float = 0.1
+    proposal_noise: bool = True         # add sqrt(beta_tilde * m) noise to the proposal (3.1)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    warmup_iters: int = 10_000          # lr factor min(1, (it + offset) / warmup_iters)
+    warmup_offset: int = 0              # the official initializer starts at 500 (5%)
+    grad_clip: float = 1.0              # global L2 norm; 0 disables
+    ema_decay: float = 0.9999
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 500_001
+    batch_size: int = 256
+    langevin_steps: int = 15            # K
+    variance_reduction: bool = True     # shared-noise positive pair (spec 4)
+    ebm_optim: OptimConfig = field(default_factory=OptimConfig)
+    init_optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        name="adamw", lr=1e-5, warmup_offset=500))
+    ema_ramp: bool = True               # torch-ema's default: decay min(d, (1+n)/(10+n))
+    log_every: int = 100                # iterations per stats.jsonl line
+    ckpt_every: int = 5000              # iterations per checkpoint
+    keep_checkpoints: int = 2           # older checkpoints are deleted
+    max_abs_energy: float = 1e8         # divergence guard threshold on |F|
+
+
+@dataclass
+class SampleConfig:
+    langevin_steps: int = 15            # K at test time (0: initializer only)
+    noise_scale: float = 1.0            # Langevin noise multiplier (DRL evaluates at 0.99)
+    tweedie: bool = True                # final denoising step (spec 5.1)
+    tweedie_b2: float = 2e-4            # official code's constant; 4e-4 matches the Langevin
+    batch_size: int = 1000
+    use_ema: bool = True
+
+
+@dataclass
+class Config:
+    method: str = "cdrl"
+    seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    threads: int = 0                    # torch CPU threads; 0 keeps torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    ebm: EBMConfig = field(default_factory=EBMConfig)
+    initializer: InitializerConfig = field(default_factory=InitializerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value, tp, key: str):
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (type(value) is not tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got "
+                          f"{type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, data, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got "
+                          f"{type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]!s}; "
+                          f"known keys here: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = _build(Config, data or {}, "")
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: Config) -> None:
+    positive = {"schedule.levels": cfg.schedule.levels, "train.batch_size": cfg.train.batch_size,
+                "train.log_every": cfg.train.log_every, "train.ckpt_every": cfg.train.ckpt_every,
+                "train.keep_checkpoints": cfg.train.keep_checkpoints,
+                "sample.batch_size": cfg.sample.batch_size}
+    for key, val in positive.items():
+        if val < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {val}")
+    for key, val in {"train.langevin_steps": cfg.train.langevin_steps,
+                     "sample.langevin_steps": cfg.sample.langevin_steps,
+                     "train.iterations": cfg.train.iterations}.items():
+        if val < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {val}")
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with open(path) as fh:
+        data = yaml.safe_load(fh)
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,263 @@
+"""CDRL: a chain of recovery-likelihood EBMs, each with an initializer (spec 2-5).
+
+One training iteration (spec 3.4), written as named steps:
+
+1. draw a step ``i ~ U{1..T}`` per sample and the positive pair ``(x_{i-1}, x_i)``, shared noise
+   with variance reduction (spec 4) or DRL's independent noise without it;
+2. refresh the EBM's spectral-norm vectors once (what the official train-mode positive pass does);
+3. initializer proposal ``y0 = G(x_i, lambda_i) + sqrt(beta_tilde_i m_i) eps`` (dropout active);
+4. K recovery Langevin steps from ``y0`` with the EBM's normalised weights frozen (spec 2.4);
+5. EBM loss ``mean(w_i (F(y^K) - F(sqrt(m_i) x_{i-1})))``: the positive and negative terms are
+   evaluated in one batched forward, which equals the official two passes because the weights
+   and spectral-norm vectors are the same for both; clip, Adam step, warm-up, EMA;
+6. initializer loss ``mean_batch sum_pixels (y^K - y0)^2`` (spec 3.2); clip, AdamW step, EMA.
+   Its target was made by the EBM before this iteration's EBM update, as in the official code.
+
+Sampling (spec 5.1): ``x_T ~ N(0, I)``; for ``i = T..1`` propose, refine with K steps, map back
+``x_{i-1} = y^K / sqrt(m_i)``; optionally one Tweedie denoising step at level 0.
+
+Speed (same maths as the official code): the noise-level embedding of the EBM is computed for the
+T distinct levels once per call and gathered per sample; normalised weights are computed once per
+Langevin chain, not once per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import Config
+from .nets import build_ebm, build_initializer
+from .nets.layers import frozen_spectral_norm, logsnr_to_time, power_iteration_
+from .optim import EMA, build_optimizer
+from .sampler import energy_grad_fn, randn, recovery_langevin
+from .schedule import make_schedule
+
+__all__ = ["CDRL", "DivergenceError"]
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite or exploding value (the run stops, nothing is saved)."""
+
+
+class CDRL:
+    """The method: networks, optimizers, EMAs, and the train and sample entry points."""
+
+    def __init__(self, cfg: Config, data_shape: tuple[int, ...], device: torch.device,
+                 num_classes: int = 0) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.data_shape = tuple(data_shape)
+        sc = cfg.schedule
+        self.schedule = make_schedule(sc.kind, sc.levels, logsnr_max=sc.logsnr_max,
+                                      logsnr_min=sc.logsnr_min, b2=sc.b2, c_mode=sc.c_mode)
+        self.T = sc.levels
+        self.ebm = build_ebm(cfg.ebm, self.data_shape, num_classes).to(device)
+        self.initializer = build_initializer(cfg.initializer, self.data_shape, num_classes)
+        tc = cfg.train
+        self.ebm_ema = EMA(self.ebm, tc.ebm_optim.ema_decay, tc.ema_ramp)
+        self.opt_ebm, self.sched_ebm = build_optimizer(self.ebm.parameters(), tc.ebm_optim)
+        if self.initializer is not None:
+            self.initializer.to(device)
+            self.init_ema = EMA(self.initializer, tc.init_optim.ema_decay, tc.ema_ramp)
+            self.opt_init, self.sched_init = build_optimizer(self.initializer.parameters(),
+                                                             tc.init_optim)
+        self._make_coefficients()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _make_coefficients(self) -> None:
+        s = self.schedule
+        f32 = dict(dtype=torch.float32, device=self.device)
+        level_t = (logsnr_to_time(s.logsnr) if self.cfg.ebm.time_input == "logsnr"
+                   else torch.arange(self.T + 1, dtype=torch.float64))
+        self.t_level = level_t.to(**f32)                   # network time input per level 0..T
+        self.init_t_level = logsnr_to_time(s.logsnr).to(**f32)
+        self.sqrt_ab = torch.sqrt(s.alpha_bar).to(**f32)    # per level
+        self.sigma_bar = s.sigma_bar.to(**f32)
+        top = torch.zeros(self.T, dtype=torch.float64)
+        top[-1] = 1.0
+        per_step = {
+            "sqrt_alpha": torch.sqrt(s.alpha), "sigma": s.sigma, "sqrt_m": torch.sqrt(s.m),
+            "proposal_std": torch.sqrt(s.beta_tilde * s.m), "step_size_sq": s.step_size_sq,
+            "pull": s.step_size_sq / (2 * s.beta) * (1 - top), "weight": s.weight,
+        }
+        self.coef = {k: v.to(**f32) for k, v in per_step.items()}
+
+    def _per_sample(self, name: str, k: torch.Tensor) -> torch.Tensor:
+        """Per-step coefficient gathered for step indices ``k`` and shaped to broadcast."""
+        return self.coef[name][k].view(-1, *([1] * len(self.data_shape)))
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods = {"ebm": self.ebm}
+        if self.initializer is not None:
+            mods["initializer"] = self.initializer
+        return mods
+
+    # ----------------------------------------------------------------------------- pieces
+    def positive_pair(self, x: torch.Tensor, k: torch.Tensor):
+        """Spec 4: ``(x_{i-1}, x_i)`` for step ``i = k + 1``."""
+        shape = (-1, *([1] * len(self.data_shape)))
+        eps = torch.randn_like(x)
+        x_prev = self.sqrt_ab[k].view(shape) * x + self.sigma_bar[k].view(shape) * eps
+        if self.cfg.train.variance_reduction:
+            x_i = self.sqrt_ab[k + 1].view(shape) * x + self.sigma_bar[k + 1].view(shape) * eps
+        else:
+            x_i = (self._per_sample("sqrt_alpha", k) * x_prev
+                   + self._per_sample("sigma", k) * torch.randn_like(x))
+        return x_prev, x_i
+
+    def propose(self, init: nn.Module | None, x_i: torch.Tensor, k: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Initializer proposal in y-space (spec 3.1); without an initializer, ``x_i`` (DRL)."""
+        if init is None:
+            return x_i
+        mean = init(x_i, self.init_t_level[k + 1])
+        if not self.cfg.initializer.proposal_noise:
+            return mean
+        return mean + self._per_sample("proposal_std", k) * randn(x_i.shape, x_i, generator)
+
+    def refine(self, ebm: nn.Module, y0: torch.Tensor, x_i: torch.Tensor, k: torch.Tensor,
+               n_steps: int, noise_scale: float = 1.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """K recovery Langevin steps (spec 2.4) with frozen normalised EBM weights."""
+        if n_steps == 0:
+            return y0.detach()
+        with frozen_spectral_norm(ebm):
+            with torch.no_grad():
+                cond = ebm.select_cond(ebm.condition(self.t_level[: self.T]), k)
+            grad = energy_grad_fn(lambda y: ebm.energy(y, cond))
+            return recovery_langevin(grad, y0, x_i, self._per_sample("step_size_sq", k),
+                                     self._per_sample("pull", k), n_steps, noise_scale, generator)
+
+    # ----------------------------------------------------------------------------- training
+    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One iteration of spec 3.4; returns detached per-sample and scalar statistics."""
+        tc = self.cfg.train
+        k = torch.randint(0, self.T, (x.shape[0],), device=self.device)
+        x_prev, x_i = self.positive_pair(x, k)
+        y_pos = self._per_sample("sqrt_m", k) * x_prev
+        self.ebm.train()
+        power_iteration_(self.ebm)
+        if self.initializer is not None:
+            self.initializer.train()
+        y0 = self.propose(self.initializer, x_i, k)
+        y_neg = self.refine(self.ebm, y0, x_i, k, tc.langevin_steps)
+        stats = self._ebm_update(k, y_pos, y_neg)
+        if self.initializer is not None:
+            stats.update(self._initializer_update(y0, y_neg))
+        stats["k"] = k
+        return stats
+
+    def _ebm_update(self, k, y_pos, y_neg) -> dict[str, torch.Tensor]:
+        oc = self.cfg.train.ebm_optim
+        self.ebm.eval()  # SN vectors were refreshed above; no second power iteration
+        cond = self.ebm.condition(self.t_level[: self.T])
+        f = self.ebm.energy(torch.cat([y_pos, y_neg]), self.ebm.select_cond(cond, k.repeat(2)))
+        f_pos, f_neg = f.chunk(2)
+        loss = (self.coef["weight"][k] * (f_neg - f_pos)).mean()
+        self.opt_ebm.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = _clip(self.ebm.parameters(), oc.grad_clip)
+        self._guard(loss, f, gnorm)
+        self.opt_ebm.step()
+        self.sched_ebm.step()
+        self.ebm_ema.update(self.ebm)
+        return {"loss_ebm": loss.detach(), "f_pos": f_pos.detach(), "f_neg": f_neg.detach(),
+                "grad_norm_ebm": gnorm}
+
+    def _initializer_update(self, y0, y_neg) -> dict[str, torch.Tensor]:
+        oc = self.cfg.train.init_optim
+        err = (y_neg - y0).pow(2).flatten(1).sum(1)
+        loss = err.mean()
+        self.opt_init.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = _clip(self.initializer.parameters(), oc.grad_clip)
+        self._guard(loss, loss, gnorm)
+        self.opt_init.step()
+        self.sched_init.step()
+        self.init_ema.update(self.initializer)
+        return {"loss_init": loss.detach(), "init_err": err.detach(), "grad_norm_init": gnorm}
+
+    def _guard(self, loss, values, gnorm) -> None:
+        bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | ~torch.isfinite(values).all()
+        big = values.detach().abs().max() > self.cfg.train.max_abs_energy
+        if bool(bad | big):
+            raise DivergenceError(
+                f"non-finite or exploding values (loss={float(loss):.4g}, grad norm="
+                f"{float(gnorm):.4g}, max |F|={float(values.detach().abs().max()):.4g}); "
+                "lower the learning rate, keep spectral norm and clipping on, or resume from the "
+                "last good checkpoint with another seed")
+
+    # ----------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(self, n: int, steps: int | None = None, generator: torch.Generator | None = None,
+               use_ema: bool | None = None, return_levels: bool = False, noise: torch.Tensor
+               | None = None):
+        """Cooperative sampling (spec 5.1). ``steps`` is K per level (0: initializer only).
+
+        Returns ``x_0`` (after the optional Tweedie step), and with ``return_levels`` also the
+        list ``[x_T, x_{T-1}, ..., x_0]`` before the Tweedie step.
+        """
+        sc = self.cfg.sample
+        steps = sc.langevin_steps if steps is None else steps
+        use_ema = sc.use_ema if use_ema is None else use_ema
+        ebm = self.ebm_ema.model if use_ema else self.ebm
+        init = None
+        if self.initializer is not None:
+            init = self.init_ema.model if use_ema else self.initializer
+            init.eval()
+        ebm.eval()
+        x = noise if noise is not None else torch.randn(
+            (n, *self.data_shape), generator=generator, device=self.device)
+        levels = [x]
+        for step in reversed(range(self.T)):
+            k = torch.full((n,), step, dtype=torch.long, device=self.device)
+            y0 = self.propose(init, x, k, generator)
+            y = self.refine(ebm, y0, x, k, steps, sc.noise_scale, generator)
+            x = y / self._per_sample("sqrt_m", k)
+            levels.append(x)
+        if sc.tweedie:
+            x = self.tweedie(ebm, x)
+        return (x, levels) if return_levels else x
+
+    def tweedie(self, ebm: nn.Module, x0: torch.Tensor) -> torch.Tensor:
+        """Spec 5.1: ``(x0 + sigma_bar_0^2 grad_x0 F(sqrt(m_1) x0) / (b2' c_1 beta_1)) / sqrt(ab_0)``
+        with ``b2' = sample.tweedie_b2`` (official code 2e-4; 4e-4 matches the Langevin)."""
+        s = self.schedule
+        k = torch.zeros(x0.shape[0], dtype=torch.long, device=self.device)
+        sqrt_m = self._per_sample("sqrt_m", k)
+        with frozen_spectral_norm(ebm):
+            with torch.no_grad():
+                cond = ebm.select_cond(ebm.condition(self.t_level[:1]), k)
+            grad_y = energy_grad_fn(lambda y: ebm.energy(y, cond))(sqrt_m * x0)
+        scale = float(s.sigma_bar[0] ** 2 / (self.cfg.sample.tweedie_b2 * s.c[0] * s.beta[0]))
+        return (x0 + scale * sqrt_m * grad_y) / float(s.alpha_bar[0].sqrt())
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        state = {"ebm": self.ebm.state_dict(), "ebm_ema": self.ebm_ema.state_dict(),
+                 "opt_ebm": self.opt_ebm.state_dict(), "sched_ebm": self.sched_ebm.state_dict()}
+        if self.initializer is not None:
+            state.update(initializer=self.initializer.state_dict(),
+                         init_ema=self.init_ema.state_dict(),
+                         opt_init=self.opt_init.state_dict(),
+                         sched_init=self.sched_init.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ebm.load_state_dict(state["ebm"])
+        self.ebm_ema.load_state_dict(state["ebm_ema"])
+        self.opt_ebm.load_state_dict(state["opt_ebm"])
+        self.sched_ebm.load_state_dict(state["sched_ebm"])
+        if self.initializer is not None:
+            self.initializer.load_state_dict(state["initializer"])
+            self.init_ema.load_state_dict(state["init_ema"])
+            self.opt_init.load_state_dict(state["opt_init"])
+            self.sched_init.load_state_dict(state["sched_init"])
+
+
+def _clip(params, max_norm: float) -> torch.Tensor:
+    params = [p for p in params if p.grad is not None]
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))

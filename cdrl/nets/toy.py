@@ -1,0 +1,138 @@
+"""MLP networks of the official 2-D toy example (spec 11).
+
+``ToyEBM`` is the image EBM of spec 7.1 with linear layers instead of convolutions: input
+``Linear(2 -> width)``, residual blocks whose widths follow ``ch_mult`` (one block per level by
+default), a 128-d sinusoidal embedding through ``Linear(128 -> 512) -> LReLU -> Linear(512 -> 512)``,
+spectral norm everywhere but the head, and a final ``ReLU -> Linear(C -> 1, no bias)``.
+
+``ToyInitializer`` is a one-block MLP version of the U-Net of spec 7.2: ``Linear(2 -> 64)``, FiLM
+residual blocks (GroupNorm, SiLU, zero-initialised second layer), a zero-initialised output layer
+plus the input, and a time MLP ``128 -> 128 -> 128``. A fresh initializer returns its input.
+
+Both networks take ``t``, a per-sample float that the method computes from the noise level
+(``tau * 1000`` of the logSNR for CDRL, the integer level index for DRL).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import SNLinear, sinusoidal_embedding
+
+__all__ = ["ToyEBM", "ToyInitializer"]
+
+
+class _ToyEBMBlock(nn.Module):
+    """LReLU -> Linear -> + embedding bias -> LReLU -> Linear -> * g, plus the skip."""
+
+    def __init__(self, c_in: int, c_out: int, temb_dim: int, sn: bool, sn_mode: str,
+                 leak: float) -> None:
+        super().__init__()
+        self.leak = leak
+        self.fc1 = SNLinear(c_in, c_out, sn=sn, sn_mode=sn_mode)
+        self.fc2 = SNLinear(c_out, c_out, sn=sn, sn_mode=sn_mode)
+        self.temb_proj = SNLinear(temb_dim, c_out, sn=sn, sn_mode=sn_mode)
+        self.g = nn.Parameter(torch.ones(c_out))
+        self.skip = SNLinear(c_in, c_out, sn=sn, sn_mode=sn_mode) if c_in != c_out else None
+
+    def embed(self, temb_act: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.temb_proj(temb_act), self.leak)
+
+    def forward(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        out = self.fc1(F.leaky_relu(h, self.leak)) + bias
+        out = self.fc2(F.leaky_relu(out, self.leak)) * self.g
+        return out + (h if self.skip is None else self.skip(h))
+
+
+class ToyEBM(nn.Module):
+    """Scalar energy network ``F(y, t)`` for 2-D data (spec 11)."""
+
+    def __init__(self, data_dim: int = 2, width: int = 128, ch_mult: tuple = (1, 2, 2, 2),
+                 blocks_per_level: int = 1, emb_in_dim: int = 128, temb_dim: int = 512,
+                 spectral_norm: bool = True, sn_mode: str = "full", leak: float = 0.2) -> None:
+        super().__init__()
+        self.emb_in_dim = emb_in_dim
+        self.leak = leak
+        sn = dict(sn=spectral_norm, sn_mode=sn_mode)
+        self.temb1 = SNLinear(emb_in_dim, temb_dim, **sn)
+        self.temb2 = SNLinear(temb_dim, temb_dim, **sn)
+        self.fc_in = SNLinear(data_dim, width, **sn)
+        blocks, c_in = [], width
+        for mult in ch_mult:
+            for _ in range(blocks_per_level):
+                blocks.append(_ToyEBMBlock(c_in, width * mult, temb_dim, spectral_norm,
+                                           sn_mode, leak))
+                c_in = width * mult
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(c_in, 1, bias=False)
+
+    def condition(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Everything that depends on the noise level only: one bias per block."""
+        temb = sinusoidal_embedding(t, self.emb_in_dim)
+        temb = self.temb2(F.leaky_relu(self.temb1(temb), self.leak))
+        temb_act = F.leaky_relu(temb, self.leak)
+        return [blk.embed(temb_act) for blk in self.blocks]
+
+    def energy(self, y: torch.Tensor, cond: list[torch.Tensor]) -> torch.Tensor:
+        h = self.fc_in(y)
+        for blk, bias in zip(self.blocks, cond, strict=True):
+            h = blk(h, bias)
+        return self.head(F.relu(h)).squeeze(-1)
+
+    def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.energy(y, self.condition(t))
+
+    @staticmethod
+    def select_cond(cond: list[torch.Tensor], index: torch.Tensor) -> list[torch.Tensor]:
+        return [c[index] for c in cond]
+
+
+class _FiLMBlock(nn.Module):
+    """GroupNorm -> SiLU -> Linear -> GroupNorm -> FiLM -> SiLU -> dropout -> zero Linear."""
+
+    def __init__(self, dim: int, temb_dim: int, groups: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, dim)
+        self.fc1 = nn.Linear(dim, dim)
+        self.norm2 = nn.GroupNorm(groups, dim)
+        self.film = nn.Linear(temb_dim, 2 * dim)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(dim, dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        out = self.fc1(F.silu(self.norm1(h)))
+        scale, shift = self.film(F.silu(temb)).chunk(2, dim=-1)
+        out = self.norm2(out) * (1 + scale) + shift
+        return h + self.fc2(self.drop(F.silu(out)))
+
+
+class ToyInitializer(nn.Module):
+    """Residual MLP initializer ``G(x_i, t) = x_i + MLP(x_i)`` (spec 11, 3.1)."""
+
+    def __init__(self, data_dim: int = 2, width: int = 64, num_blocks: int = 1,
+                 emb_in_dim: int = 128, temb_dim: int = 128, groups: int = 32,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if width % groups:
+            raise ValueError(f"initializer width {width} is not divisible by groups {groups}")
+        self.emb_in_dim = emb_in_dim
+        self.time_mlp = nn.Sequential(nn.Linear(emb_in_dim, temb_dim), nn.SiLU(),
+                                      nn.Linear(temb_dim, temb_dim))
+        self.fc_in = nn.Linear(data_dim, width)
+        self.blocks = nn.ModuleList(_FiLMBlock(width, temb_dim, groups, dropout)
+                                    for _ in range(num_blocks))
+        self.norm_out = nn.GroupNorm(groups, width)
+        self.fc_out = nn.Linear(width, data_dim)
+        nn.init.zeros_(self.fc_out.weight)
+        nn.init.zeros_(self.fc_out.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.time_mlp(sinusoidal_embedding(t, self.emb_in_dim))
+        h = self.fc_in(x)
+        for blk in self.blocks:
+            h = blk(h, temb)
+        return x + self.fc_out(F.silu(self.norm_out(h)))

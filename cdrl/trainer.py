@@ -1,0 +1,257 @@
+"""The training loop: config in, run directory out, resumable, logged, guarded.
+
+    cdrl train --config workflow/config/experiments/toy_fast.yaml --run-dir results/runs/toy_fast
+
+Run directory layout::
+
+    config.yaml          resolved config (all defaults filled in), written before the first step
+    stats.jsonl          one line per ``train.log_every`` iterations (per-level losses, energies,
+                         gradient norms, seconds per iteration, peak memory, learning rates)
+    checkpoints/         ckpt-<iteration>.pt, full state, written atomically
+    latest.json          pointer to the newest checkpoint; running the same command resumes there
+    final.json           written when the requested number of iterations is reached
+    DIVERGED.json        written when the divergence guard stops the run
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import signal
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from .checkpoint import atomic_write_text, load_latest, save_checkpoint
+from .config import Config, ConfigError, config_from_dict, config_to_dict
+from .data import make_toy
+from .method import DivergenceError
+from .registry import build_method
+
+__all__ = ["train", "select_device", "build_data", "load_run", "RunStateError"]
+
+
+class RunStateError(RuntimeError):
+    """The run directory is in a state that needs a decision from the user."""
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available; use 'cpu' "
+                          "or 'auto'")
+    return torch.device(name)
+
+
+def build_data(cfg: Config):
+    return make_toy(cfg.data.name, cfg.data.num_points, cfg.data.scale, cfg.data.seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_same_config(run_dir: Path, resolved: dict) -> None:
+    """Refuse to resume a run directory under a different config (iterations may grow)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    old = yaml.safe_load(path.read_text())
+    diffs = sorted(_diff(old, resolved) - {"train.iterations"})
+    if diffs:
+        raise RunStateError(f"{run_dir} was started with a different config (keys: "
+                            f"{', '.join(diffs)}); use a new --run-dir or restore the config")
+
+
+def _diff(a, b, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for key in set(a) | set(b):
+            out |= _diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return set() if a == b else {prefix}
+
+
+class _StatsWindow:
+    """Accumulates per-level statistics between log lines without per-iteration syncs."""
+
+    FIELDS = ("count", "f_pos", "f_neg", "loss_ebm", "init_err")
+
+    def __init__(self, levels: int, device: torch.device) -> None:
+        self.levels = levels
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.per_level = torch.zeros(len(self.FIELDS), self.levels, device=self.device)
+        self.scalars: dict[str, torch.Tensor] = {}
+        self.iters = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, stats: dict, weight: torch.Tensor) -> None:
+        k = stats["k"]
+        diff = weight[k] * (stats["f_neg"] - stats["f_pos"])
+        rows = [torch.ones_like(diff), stats["f_pos"], stats["f_neg"], diff,
+                stats.get("init_err", torch.zeros_like(diff))]
+        for r, vals in enumerate(rows):
+            self.per_level[r].index_add_(0, k, vals.float())
+        for key, val in stats.items():
+            if val.dim() == 0:
+                self.scalars[key] = self.scalars.get(key, 0.0) + val.float()
+        self.iters += 1
+
+    def line(self, iteration: int, lrs: dict, device: torch.device) -> dict:
+        pl = self.per_level.tolist()
+        count = [max(c, 1.0) for c in pl[0]]
+        per = {name: [v / c for v, c in zip(pl[i], count, strict=True)]
+               for i, name in enumerate(self.FIELDS) if i > 0}
+        out = {"iteration": iteration,
+               "sec_per_iter": (time.perf_counter() - self.t0) / max(self.iters, 1),
+               **{k: float(v) / self.iters for k, v in self.scalars.items()},
+               "level_count": pl[0], "level_f_pos": per["f_pos"], "level_f_neg": per["f_neg"],
+               "level_loss_ebm": per["loss_ebm"], "level_init_err": per["init_err"],
+               "peak_mem_mb": _peak_memory_mb(device), **lrs}
+        self.reset()
+        return out
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _truncate_stats(path: Path, start: int) -> None:
+    """Drop log lines past the checkpoint being resumed (they will be recomputed)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines()
+            if ln.strip() and json.loads(ln)["iteration"] <= start]
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def load_run(run_dir: Path, device: str | None = None):
+    """Rebuild the method of a run directory from its config and newest checkpoint."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise RunStateError(f"{run_dir} has no config.yaml; train it first with `cdrl train`")
+    cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()))
+    dev = select_device(device or cfg.device)
+    state = load_latest(run_dir, map_location=dev)
+    if state is None:
+        raise RunStateError(f"{run_dir} has no checkpoint yet (latest.json is missing)")
+    method = build_method(cfg, tuple(state["data_shape"]), dev)
+    method.load_state_dict(state["method"])
+    return cfg, method, state
+
+
+def train(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
+          progress: bool = True) -> dict:
+    """Train (or resume) ``cfg`` in ``run_dir`` up to ``max_iters`` (default: all) iterations."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "DIVERGED.json").exists():
+        raise RunStateError(f"{run_dir / 'DIVERGED.json'} marks a diverged run; read it, change "
+                            "the config or delete the marker to resume from the last good "
+                            "checkpoint")
+    resolved = config_to_dict(cfg)
+    _check_same_config(run_dir, resolved)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    device = select_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    data = build_data(cfg)
+    method = build_method(cfg, data.shape, device)
+    start = 0
+    state = load_latest(run_dir, map_location=device)
+    if state is not None:
+        method.load_state_dict(state["method"])
+        _set_rng_state(state["rng"])
+        start = int(state["iteration"])
+    total = cfg.train.iterations if max_iters is None else max_iters
+    _truncate_stats(run_dir / "stats.jsonl", start)
+    return _loop(cfg, method, data, run_dir, start, total, device, progress)
+
+
+def _checkpoint(cfg, method, run_dir, it, data_shape) -> Path:
+    state = {"iteration": it, "method": method.state_dict(), "rng": _rng_state(),
+             "config": config_to_dict(cfg), "data_shape": list(data_shape)}
+    return save_checkpoint(run_dir, it, state, keep=cfg.train.keep_checkpoints)
+
+
+def _loop(cfg, method, data, run_dir, start, total, device, progress) -> dict:
+    tc = cfg.train
+    window = _StatsWindow(method.T, device)
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR2)}
+    bar = tqdm(total=total, initial=start, disable=not progress, mininterval=2.0,
+               desc=f"train {run_dir.name}", unit="it")
+    it = start
+    try:
+        with open(run_dir / "stats.jsonl", "a") as log:
+            while it < total and stop["signal"] is None:
+                x = data.batch(tc.batch_size, device)
+                try:
+                    stats = method.train_step(x)
+                except DivergenceError as err:
+                    _mark_divergence(run_dir, it, err)
+                    raise
+                window.add(stats, method.coef["weight"])
+                it += 1
+                bar.update(1)
+                if it % tc.log_every == 0 or it == total:
+                    line = window.line(it, _lrs(method), device)
+                    log.write(json.dumps(line) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{line['loss_ebm']:.3g}",
+                                    s_it=f"{line['sec_per_iter']:.3f}")
+                if it % tc.ckpt_every == 0 or it == total:
+                    _checkpoint(cfg, method, run_dir, it, data.shape)
+        if stop["signal"] is not None and it < total:
+            _checkpoint(cfg, method, run_dir, it, data.shape)
+            raise SystemExit(f"stopped by signal {stop['signal']} at iteration {it}; "
+                             "checkpoint saved, run the same command to resume")
+    finally:
+        bar.close()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    result = {"iteration": it, "total": total}
+    atomic_write_text(run_dir / "final.json", json.dumps(result))
+    return result
+
+
+def _lrs(method) -> dict:
+    out = {"lr_ebm": method.sched_ebm.get_last_lr()[0]}
+    if getattr(method, "initializer", None) is not None:
+        out["lr_init"] = method.sched_init.get_last_lr()[0]
+    return out
+
+
+def _mark_divergence(run_dir: Path, it: int, err: Exception) -> None:
+    latest = run_dir / "latest.json"
+    info = {"iteration": it, "error": str(err),
+            "last_good_checkpoint": json.loads(latest.read_text()) if latest.exists() else None}
+    atomic_write_text(run_dir / "DIVERGED.json", json.dumps(info, indent=2))

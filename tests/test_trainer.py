@@ -1,0 +1,136 @@
+"""Trainer: exact resume, atomic checkpoints, divergence guard, logs, config protection."""
+
+import json
+
+import pytest
+import torch
+
+from cdrl import checkpoint as ckpt_mod
+from cdrl.checkpoint import CheckpointError, latest_info, load_latest, save_checkpoint
+from cdrl.config import config_from_dict
+from cdrl.method import CDRL
+from cdrl.trainer import RunStateError, load_run, train
+
+
+def _flat_state(run_dir):
+    state = load_latest(run_dir)
+    out = {}
+
+    def walk(prefix, obj):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}/{k}", v)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f"{prefix}/{i}", v)
+        else:
+            out[prefix] = obj
+
+    walk("", {"method": state["method"], "rng": state["rng"], "it": state["iteration"]})
+    return out
+
+
+def test_resume_is_bit_exact(tmp_path, tiny_config_dict):
+    cfg = config_from_dict(tiny_config_dict())
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "resumed", max_iters=4, progress=False)
+    assert latest_info(tmp_path / "resumed")["iteration"] == 4
+    train(cfg, tmp_path / "resumed", progress=False)
+    a, b = _flat_state(tmp_path / "straight"), _flat_state(tmp_path / "resumed")
+    assert a.keys() == b.keys() and len(a) > 50
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+    losses = [[json.loads(ln)["loss_ebm"] for ln in (d / "stats.jsonl").read_text().splitlines()]
+              for d in (tmp_path / "straight", tmp_path / "resumed")]
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+def test_resume_continues_where_it_stopped(tmp_path, tiny_config_dict):
+    cfg = config_from_dict(tiny_config_dict())
+    train(cfg, tmp_path / "r", max_iters=4, progress=False)
+    result = train(cfg, tmp_path / "r", max_iters=6, progress=False)
+    assert result == {"iteration": 6, "total": 6}
+    its = [json.loads(ln)["iteration"] for ln in (tmp_path / "r/stats.jsonl").read_text().split()]
+    assert its == [2, 4, 6]
+
+
+def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    state4 = {"iteration": 4, "w": torch.arange(10.0)}
+    save_checkpoint(tmp_path, 4, state4)
+
+    def crash(obj, fh):
+        fh.write(b"partial checkpoint bytes")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 8, {"iteration": 8, "w": torch.zeros(10)})
+    monkeypatch.undo()
+    assert latest_info(tmp_path)["iteration"] == 4
+    assert torch.equal(load_latest(tmp_path)["w"], torch.arange(10.0))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt-00000004.pt"]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    save_checkpoint(tmp_path, 2, {"w": torch.ones(3)})
+    (tmp_path / "checkpoints" / "ckpt-00000002.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="ckpt-00000002.pt"):
+        load_latest(tmp_path)
+
+
+def test_keep_last_checkpoints(tmp_path):
+    for it in range(1, 6):
+        save_checkpoint(tmp_path, it, {"it": it}, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["ckpt-00000004.pt", "ckpt-00000005.pt"]
+
+
+def test_divergence_guard(tmp_path, tiny_config_dict, monkeypatch):
+    cfg = config_from_dict(tiny_config_dict())
+    run = tmp_path / "run"
+    train(cfg, run, max_iters=4, progress=False)
+    original = CDRL.positive_pair
+
+    def poisoned(self, x, k):
+        x_prev, x_i = original(self, x, k)
+        return x_prev * float("nan"), x_i
+
+    monkeypatch.setattr(CDRL, "positive_pair", poisoned)
+    with pytest.raises(Exception, match="non-finite"):
+        train(cfg, run, progress=False)
+    marker = json.loads((run / "DIVERGED.json").read_text())
+    assert marker["iteration"] == 4 and marker["last_good_checkpoint"]["iteration"] == 4
+    assert latest_info(run)["iteration"] == 4
+    load_latest(run)  # the last good checkpoint still loads
+    monkeypatch.undo()
+    with pytest.raises(RunStateError, match="DIVERGED"):
+        train(cfg, run, progress=False)
+
+
+def test_run_dir_refuses_other_config(tmp_path, tiny_config_dict):
+    train(config_from_dict(tiny_config_dict()), tmp_path, max_iters=2, progress=False)
+    other = config_from_dict(tiny_config_dict(train={"batch_size": 32}))
+    with pytest.raises(RunStateError, match="train.batch_size"):
+        train(other, tmp_path, progress=False)
+    longer = config_from_dict(tiny_config_dict(train={"iterations": 10}))
+    train(longer, tmp_path, max_iters=4, progress=False)  # only the length changed: allowed
+
+
+def test_stats_and_resolved_config(tmp_path, tiny_config_dict):
+    train(config_from_dict(tiny_config_dict()), tmp_path, progress=False)
+    lines = [json.loads(ln) for ln in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    last = lines[-1]
+    for key in ("loss_ebm", "loss_init", "grad_norm_ebm", "grad_norm_init", "sec_per_iter",
+                "peak_mem_mb", "lr_ebm", "lr_init", "level_f_pos", "level_f_neg",
+                "level_loss_ebm", "level_init_err"):
+        assert key in last, key
+    assert len(last["level_f_pos"]) == 6 and sum(last["level_count"]) == 2 * 64
+    assert (tmp_path / "config.yaml").read_text().count("langevin_steps") == 2
+    assert json.loads((tmp_path / "final.json").read_text())["iteration"] == 8
+    cfg, method, state = load_run(tmp_path)
+    assert state["iteration"] == 8 and method.cfg == cfg
+    # the warm-up reached its end: lr factor min(1, it / 4)
+    assert last["lr_ebm"] == pytest.approx(1e-4)

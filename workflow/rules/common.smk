@@ -1,0 +1,27 @@
+import sys
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# The interpreter running Snakemake also runs the jobs, so the project's venv is used.
+CDRL = f"{sys.executable} -m cdrl"
+EXPERIMENTS_DIR = config["experiments_dir"]
+
+
+wildcard_constraints:
+    exp="|".join(config["toy"]["experiments"]),
+
+
+def toy_targets():
+    exps = config["toy"]["experiments"]
+    return expand("results/figures/toy/{exp}.png", exp=exps)
+
+
+def experiment_config(wildcards):
+    return f"{EXPERIMENTS_DIR}/{wildcards.exp}.yaml"
+
+
+def run_dir(wildcards):
+    return f"results/runs/{wildcards.exp}"
