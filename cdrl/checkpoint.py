@@ -95,7 +95,7 @@ def load_latest(run_dir: Path, map_location="cpu") -> dict | None:
     path = Path(run_dir) / info["path"]
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
+    except Exception as err:  # truncated, garbage or foreign files all fail differently
         raise CheckpointError(f"{path} (named by {Path(run_dir) / LATEST}) cannot be read: "
                               f"{err}. Point latest.json at an older checkpoint in "
                               f"{Path(run_dir) / CKPT_DIR} or delete the run directory") from err

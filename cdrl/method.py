@@ -28,7 +28,7 @@ from torch import nn
 
 from .config import Config
 from .nets import build_ebm, build_initializer
-from .nets.layers import frozen_spectral_norm, logsnr_to_time, power_iteration_
+from .nets.layers import frozen_spectral_norm, gather_rows, logsnr_to_time, power_iteration_
 from .optim import EMA, build_optimizer
 from .sampler import energy_grad_fn, randn, recovery_langevin
 from .schedule import make_schedule
@@ -124,7 +124,7 @@ class CDRL:
             return y0.detach()
         with frozen_spectral_norm(ebm):
             with torch.no_grad():
-                cond = ebm.select_cond(ebm.condition(self.t_level[: self.T]), k)
+                cond = gather_rows(ebm.condition(self.t_level[: self.T]), k)
             grad = energy_grad_fn(lambda y: ebm.energy(y, cond))
             return recovery_langevin(grad, y0, x_i, self._per_sample("step_size_sq", k),
                                      self._per_sample("pull", k), n_steps, noise_scale, generator)
@@ -152,7 +152,7 @@ class CDRL:
         oc = self.cfg.train.ebm_optim
         self.ebm.eval()  # SN vectors were refreshed above; no second power iteration
         cond = self.ebm.condition(self.t_level[: self.T])
-        f = self.ebm.energy(torch.cat([y_pos, y_neg]), self.ebm.select_cond(cond, k.repeat(2)))
+        f = self.ebm.energy(torch.cat([y_pos, y_neg]), gather_rows(cond, k.repeat(2)))
         f_pos, f_neg = f.chunk(2)
         loss = (self.coef["weight"][k] * (f_neg - f_pos)).mean()
         self.opt_ebm.zero_grad(set_to_none=True)
@@ -183,7 +183,7 @@ class CDRL:
         big = values.detach().abs().max() > self.cfg.train.max_abs_energy
         if bool(bad | big):
             raise DivergenceError(
-                f"non-finite or exploding values (loss={float(loss):.4g}, grad norm="
+                f"non-finite or exploding values (loss={float(loss.detach()):.4g}, grad norm="
                 f"{float(gnorm):.4g}, max |F|={float(values.detach().abs().max()):.4g}); "
                 "lower the learning rate, keep spectral norm and clipping on, or resume from the "
                 "last good checkpoint with another seed")
@@ -228,7 +228,7 @@ class CDRL:
         sqrt_m = self._per_sample("sqrt_m", k)
         with frozen_spectral_norm(ebm):
             with torch.no_grad():
-                cond = ebm.select_cond(ebm.condition(self.t_level[:1]), k)
+                cond = gather_rows(ebm.condition(self.t_level[:1]), k)
             grad_y = energy_grad_fn(lambda y: ebm.energy(y, cond))(sqrt_m * x0)
         scale = float(s.sigma_bar[0] ** 2 / (self.cfg.sample.tweedie_b2 * s.c[0] * s.beta[0]))
         return (x0 + scale * sqrt_m * grad_y) / float(s.alpha_bar[0].sqrt())

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .metrics2d import sliced_wasserstein, support_fraction
-from .nets.layers import frozen_spectral_norm
+from .nets.layers import frozen_spectral_norm, gather_rows
 from .trainer import build_data, load_run
 
 __all__ = ["toy_figure", "level_densities"]
@@ -34,7 +34,7 @@ def level_densities(method, extent: float, grid: int) -> torch.Tensor:
         cond_levels = ebm.condition(method.t_level[: method.T])
         for step in range(method.T):
             k = torch.full((pts.shape[0],), step, dtype=torch.long, device=method.device)
-            f = ebm.energy(method._per_sample("sqrt_m", k) * pts, ebm.select_cond(cond_levels, k))
+            f = ebm.energy(method._per_sample("sqrt_m", k) * pts, gather_rows(cond_levels, k))
             logp = f / method.coef["step_size_sq"][step]
             out.append(torch.softmax(logp, dim=0).reshape(grid, grid).cpu())
     return torch.stack(out)

@@ -206,7 +206,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress) -> dict:
     def on_signal(signum, _frame):
         stop["signal"] = signum
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR2)}
+    old = _install_handlers(on_signal)
     bar = tqdm(total=total, initial=start, disable=not progress, mininterval=2.0,
                desc=f"train {run_dir.name}", unit="it")
     it = start
@@ -236,11 +236,23 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress) -> dict:
                              "checkpoint saved, run the same command to resume")
     finally:
         bar.close()
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     result = {"iteration": it, "total": total}
     atomic_write_text(run_dir / "final.json", json.dumps(result))
     return result
+
+
+def _install_handlers(handler) -> dict:
+    """SIGTERM/SIGUSR2 (SLURM preemption, submitit) stop the loop at the next iteration with a
+    checkpoint. Only the main thread may install handlers; elsewhere the run is not guarded."""
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:
+            break
+    return old
 
 
 def _lrs(method) -> dict:

@@ -53,7 +53,8 @@ def test_resume_continues_where_it_stopped(tmp_path, tiny_config_dict):
     train(cfg, tmp_path / "r", max_iters=4, progress=False)
     result = train(cfg, tmp_path / "r", max_iters=6, progress=False)
     assert result == {"iteration": 6, "total": 6}
-    its = [json.loads(ln)["iteration"] for ln in (tmp_path / "r/stats.jsonl").read_text().split()]
+    its = [json.loads(ln)["iteration"]
+           for ln in (tmp_path / "r/stats.jsonl").read_text().splitlines()]
     assert its == [2, 4, 6]
 
 
@@ -134,3 +135,32 @@ def test_stats_and_resolved_config(tmp_path, tiny_config_dict):
     assert state["iteration"] == 8 and method.cfg == cfg
     # the warm-up reached its end: lr factor min(1, it / 4)
     assert last["lr_ebm"] == pytest.approx(1e-4)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resumes(tmp_path, tiny_config_dict, write_config):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg_path = write_config(tiny_config_dict(train={"iterations": 100_000, "log_every": 1,
+                                                    "ckpt_every": 100_000}))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg_path),
+                             "--run-dir", str(run), "--no-progress"], stderr=subprocess.PIPE,
+                            text=True)
+    stats = run / "stats.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not stats.exists() or
+                                      len(stats.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "checkpoint saved" in err
+    stopped = latest_info(run)["iteration"]
+    assert stopped >= 3
+    result = train(config_from_dict(tiny_config_dict(train={
+        "iterations": 100_000, "log_every": 1, "ckpt_every": 100_000})), run,
+        max_iters=stopped + 2, progress=False)
+    assert result["iteration"] == stopped + 2

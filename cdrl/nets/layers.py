@@ -30,6 +30,7 @@ __all__ = [
     "SNConv2d",
     "power_iteration_",
     "frozen_spectral_norm",
+    "gather_rows",
     "logsnr_to_time",
     "sinusoidal_embedding",
 ]
@@ -188,6 +189,19 @@ def frozen_spectral_norm(model: nn.Module):
         for m, t in zip(mods, was_training, strict=True):
             m._frozen_weight = None
             m.train(t)
+
+
+def gather_rows(cond, index: torch.Tensor) -> list[torch.Tensor]:
+    """Per-sample rows ``c[index]`` of each per-level tensor in ``cond``.
+
+    When gradients flow, the gather is a one-hot matrix product: its backward is one small
+    matmul, where indexing's backward is a sort-based ``index_put_`` (about 3 ms per tensor at a
+    batch of 2,000 on these CPUs). The values are identical (one-hot rows select exactly).
+    """
+    if not any(c.requires_grad for c in cond):
+        return [c[index] for c in cond]
+    onehot = F.one_hot(index, cond[0].shape[0]).to(cond[0].dtype)
+    return [onehot @ c for c in cond]
 
 
 def logsnr_to_time(logsnr: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,6 @@
-import sys
-
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
-
-# The interpreter running Snakemake also runs the jobs, so the project's venv is used.
-CDRL = f"{sys.executable} -m cdrl"
 EXPERIMENTS_DIR = config["experiments_dir"]
 
 

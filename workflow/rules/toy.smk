@@ -1,5 +1,6 @@
 # The 2-D toy: train -> sample -> figure (spec 11; the paper's toy figure).
 # Training resumes from results/runs/{exp}/latest.json when re-run; checkpoints are not outputs.
+# Jobs run `python -m cdrl` from PATH: activate the project's environment (make run does).
 
 
 rule train_toy:
@@ -11,14 +12,16 @@ rule train_toy:
         "logs/train/{exp}.log",
     benchmark:
         "benchmarks/train/{exp}.tsv"
-    params:
-        run_dir=run_dir,
+    conda:
+        "../../environment.yml"
     threads: 2
     resources:
         runtime=60,
         mem_mb=4000,
+    params:
+        run_dir=run_dir,
     shell:
-        "{CDRL} train --config {input.cfg:q} --run-dir {params.run_dir:q} --no-progress "
+        "python -m cdrl train --config {input.cfg:q} --run-dir {params.run_dir:q} --no-progress "
         "> {log:q} 2>&1"
 
 
@@ -29,16 +32,18 @@ rule sample_toy:
         "results/samples/{exp}/samples.npz",
     log:
         "logs/sample/{exp}.log",
-    params:
-        run_dir=run_dir,
-        num=config["toy"]["num_samples"],
-        seed=config["toy"]["seed"],
+    conda:
+        "../../environment.yml"
     threads: 2
     resources:
         runtime=30,
         mem_mb=4000,
+    params:
+        run_dir=run_dir,
+        num=config["toy"]["num_samples"],
+        seed=config["toy"]["seed"],
     shell:
-        "{CDRL} sample --run-dir {params.run_dir:q} --num {params.num} --seed {params.seed} "
+        "python -m cdrl sample --run-dir {params.run_dir:q} --num {params.num} --seed {params.seed} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -56,12 +61,14 @@ rule figure_toy:
         metrics="results/figures/toy/{exp}.json",
     log:
         "logs/figure/{exp}.log",
-    params:
-        run_dir=run_dir,
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         runtime=15,
         mem_mb=4000,
+    params:
+        run_dir=run_dir,
     shell:
-        "{CDRL} plot-toy --run-dir {params.run_dir:q} --samples {input.samples:q} "
+        "python -m cdrl plot-toy --run-dir {params.run_dir:q} --samples {input.samples:q} "
         "--out {output.fig:q} > {log:q} 2>&1"
