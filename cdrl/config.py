@@ -83,6 +83,9 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_iters: int = 10_000          # lr factor min(1, (it + offset) / warmup_iters)
     warmup_offset: int = 0              # the official initializer starts at 500 (5%)
+    decay: Literal["none", "linear", "cosine"] = "none"  # after warm-up; the official: none
+    decay_iters: int = 0                # iterations over which the decay reaches final_lr_ratio
+    final_lr_ratio: float = 0.0
     grad_clip: float = 1.0              # global L2 norm; 0 disables
     ema_decay: float = 0.9999
 

@@ -125,7 +125,10 @@ class CDRL:
         with frozen_spectral_norm(ebm):
             with torch.no_grad():
                 cond = gather_rows(ebm.condition(self.t_level[: self.T]), k)
-            grad = energy_grad_fn(lambda y: ebm.energy(y, cond))
+            if hasattr(ebm, "langevin_grad"):
+                grad = ebm.langevin_grad(cond)
+            else:
+                grad = energy_grad_fn(lambda y: ebm.energy(y, cond))
             return recovery_langevin(grad, y0, x_i, self._per_sample("step_size_sq", k),
                                      self._per_sample("pull", k), n_steps, noise_scale, generator)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -13,21 +14,33 @@ __all__ = ["WarmUp", "EMA", "build_optimizer"]
 
 
 class WarmUp:
-    """Learning-rate factor ``min(1, (it + offset) / iters)``; a class so that it checkpoints."""
+    """Learning-rate factor: linear warm-up ``min(1, (it + offset) / iters)`` (spec 3.5), then an
+    optional decay to ``final`` over ``decay_iters`` (not in the official recipe; off there).
+    A class, not a lambda, so that the scheduler's state checkpoints."""
 
-    def __init__(self, iters: int, offset: int = 0) -> None:
+    def __init__(self, iters: int, offset: int = 0, decay: str = "none", decay_iters: int = 0,
+                 final: float = 0.0) -> None:
         self.iters = iters
         self.offset = offset
+        self.decay = decay
+        self.decay_iters = decay_iters
+        self.final = final
 
     def __call__(self, it: int) -> float:
-        return 1.0 if self.iters <= 0 else min(1.0, (it + self.offset) / self.iters)
+        warm = 1.0 if self.iters <= 0 else min(1.0, (it + self.offset) / self.iters)
+        if self.decay == "none" or self.decay_iters <= 0:
+            return warm
+        frac = min(1.0, it / self.decay_iters)
+        shape = 1.0 - frac if self.decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+        return warm * (self.final + (1.0 - self.final) * shape)
 
 
 def build_optimizer(params, oc: OptimConfig):
     """Adam (EBM) or AdamW (initializer) with the linear warm-up of spec 3.5."""
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[oc.name]
     opt = cls(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, WarmUp(oc.warmup_iters, oc.warmup_offset))
+    factor = WarmUp(oc.warmup_iters, oc.warmup_offset, oc.decay, oc.decay_iters, oc.final_lr_ratio)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 class EMA:
