@@ -164,3 +164,16 @@ def test_sigterm_checkpoints_and_resumes(tmp_path, tiny_config_dict, write_confi
         "iterations": 100_000, "log_every": 1, "ckpt_every": 100_000})), run,
         max_iters=stopped + 2, progress=False)
     assert result["iteration"] == stopped + 2
+
+
+def test_learning_rate_factors():
+    from cdrl.optim import WarmUp
+
+    ebm, init = WarmUp(10_000), WarmUp(10_000, offset=500)  # spec 3.5
+    assert [ebm(0), ebm(5000), ebm(10_000), ebm(20_000)] == [0.0, 0.5, 1.0, 1.0]
+    assert init(0) == pytest.approx(0.05) and init(9500) == 1.0
+    cos = WarmUp(10, decay="cosine", decay_iters=100, final=0.1)
+    assert cos(5) == pytest.approx(0.5 * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(
+        torch.pi * 0.05)).item())))
+    assert cos(100) == pytest.approx(0.1) and cos(1000) == pytest.approx(0.1)
+    assert WarmUp(0, decay="linear", decay_iters=4)(2) == pytest.approx(0.5)
