@@ -83,9 +83,13 @@ class CDRL:
         }
         self.coef = {k: v.to(**f32) for k, v in per_step.items()}
 
+    def _gather(self, values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``values[idx]`` shaped to broadcast against a batch of data."""
+        return values[idx].view(-1, *([1] * len(self.data_shape)))
+
     def _per_sample(self, name: str, k: torch.Tensor) -> torch.Tensor:
         """Per-step coefficient gathered for step indices ``k`` and shaped to broadcast."""
-        return self.coef[name][k].view(-1, *([1] * len(self.data_shape)))
+        return self._gather(self.coef[name], k)
 
     def modules(self) -> dict[str, nn.Module]:
         mods = {"ebm": self.ebm}
@@ -96,11 +100,10 @@ class CDRL:
     # ----------------------------------------------------------------------------- pieces
     def positive_pair(self, x: torch.Tensor, k: torch.Tensor):
         """Spec 4: ``(x_{i-1}, x_i)`` for step ``i = k + 1``."""
-        shape = (-1, *([1] * len(self.data_shape)))
         eps = torch.randn_like(x)
-        x_prev = self.sqrt_ab[k].view(shape) * x + self.sigma_bar[k].view(shape) * eps
+        x_prev = self._gather(self.sqrt_ab, k) * x + self._gather(self.sigma_bar, k) * eps
         if self.cfg.train.variance_reduction:
-            x_i = self.sqrt_ab[k + 1].view(shape) * x + self.sigma_bar[k + 1].view(shape) * eps
+            x_i = self._gather(self.sqrt_ab, k + 1) * x + self._gather(self.sigma_bar, k + 1) * eps
         else:
             x_i = (self._per_sample("sqrt_alpha", k) * x_prev
                    + self._per_sample("sigma", k) * torch.randn_like(x))
@@ -158,13 +161,8 @@ class CDRL:
         f = self.ebm.energy(torch.cat([y_pos, y_neg]), gather_rows(cond, k.repeat(2)))
         f_pos, f_neg = f.chunk(2)
         loss = (self.coef["weight"][k] * (f_neg - f_pos)).mean()
-        self.opt_ebm.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = _clip(self.ebm.parameters(), oc.grad_clip)
-        self._guard(loss, f, gnorm)
-        self.opt_ebm.step()
-        self.sched_ebm.step()
-        self.ebm_ema.update(self.ebm)
+        gnorm = self._step(loss, f, self.ebm, self.opt_ebm, self.sched_ebm, self.ebm_ema,
+                           oc.grad_clip)
         return {"loss_ebm": loss.detach(), "f_pos": f_pos.detach(), "f_neg": f_neg.detach(),
                 "grad_norm_ebm": gnorm}
 
@@ -172,14 +170,20 @@ class CDRL:
         oc = self.cfg.train.init_optim
         err = (y_neg - y0).pow(2).flatten(1).sum(1)
         loss = err.mean()
-        self.opt_init.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = _clip(self.initializer.parameters(), oc.grad_clip)
-        self._guard(loss, loss, gnorm)
-        self.opt_init.step()
-        self.sched_init.step()
-        self.init_ema.update(self.initializer)
+        gnorm = self._step(loss, loss, self.initializer, self.opt_init, self.sched_init,
+                           self.init_ema, oc.grad_clip)
         return {"loss_init": loss.detach(), "init_err": err.detach(), "grad_norm_init": gnorm}
+
+    def _step(self, loss, values, model, opt, sched, ema, clip: float) -> torch.Tensor:
+        """Backward, clip, check, optimizer step, warm-up step, EMA update; returns the norm."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = _clip(model.parameters(), clip)
+        self._guard(loss, values, gnorm)
+        opt.step()
+        sched.step()
+        ema.update(model)
+        return gnorm
 
     def _guard(self, loss, values, gnorm) -> None:
         bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | ~torch.isfinite(values).all()
