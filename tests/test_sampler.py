@@ -42,10 +42,6 @@ class GaussianEBM(nn.Module):
     def condition(self, t):
         return [self.s2[: len(t)]]
 
-    @staticmethod
-    def select_cond(cond, index):
-        return [c[index] for c in cond]
-
     def energy(self, y, cond):
         return -cond[0] * (y - self.mu).pow(2).sum(1) / (2 * self.tau2)
 

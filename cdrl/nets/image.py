@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdrl.nets.layers import SNConv2d, SNLinear, sinusoidal_embedding
+from cdrl.nets.layers import SNConv2d, SNLinear, gather_rows, sinusoidal_embedding
 
 __all__ = ["Cond", "ImageEBM", "UNetInitializer"]
 
@@ -212,7 +212,7 @@ class ImageEBM(nn.Module):
     @staticmethod
     def select_cond(cond: Cond, index: torch.Tensor) -> Cond:
         """Rows ``index`` of every tensor in ``cond`` (all have the batch as dim 0)."""
-        return tuple(c[index] for c in cond)
+        return tuple(gather_rows(cond, index))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -84,10 +84,6 @@ class ToyEBM(nn.Module):
     def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.energy(y, self.condition(t))
 
-    @staticmethod
-    def select_cond(cond: list[torch.Tensor], index: torch.Tensor) -> list[torch.Tensor]:
-        return [c[index] for c in cond]
-
     @torch.no_grad()
     def langevin_grad(self, cond: list[torch.Tensor]):
         """``y -> grad_y sum F(y, cond)`` written out by hand, for the Langevin chain.
