@@ -2,7 +2,8 @@
 
     cdrl schedule --kind cdrl --levels 6 [--json]
     cdrl train --config FILE --run-dir DIR [--max-iters N] [--device cpu]
-    cdrl sample --run-dir DIR --num N --out FILE.npz [--steps K] [--seed S]
+    cdrl sample --run-dir DIR (--num N | --start S --count N) --out FILE.npz|DIR [--steps K]
+                [--seed S]
     cdrl plot-toy --run-dir DIR --samples FILE.npz --out FIG.png
 """
 
@@ -13,6 +14,8 @@ import io
 import json
 import sys
 from pathlib import Path
+
+from .checkpoint import atomic_write_text
 
 __all__ = ["main"]
 
@@ -37,44 +40,86 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def generate(run_dir: Path, num: int, steps: int | None, seed: int, device: str | None = None):
-    """Draw ``num`` samples from a run's newest checkpoint.
+def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int,
+             device: str | None = None, batch_size: int | None = None):
+    """Draw images ``start .. start+count-1`` from a run's newest checkpoint.
 
-    Returns ``(x, levels, meta)``: final samples ``[N, ...]``, the chain's states per level
-    ``[T+1, N, ...]`` (``x_T`` first, ``x_0`` last, before any Tweedie step), and metadata."""
+    Image ``i`` uses its own noise stream seeded by ``(seed, i)`` (``PerImageNoise``), so it is
+    the same whatever the batch size or sharding. Returns ``(x, levels, meta)``: final samples
+    ``[count, ...]``, the chain's states per level ``[T+1, count, ...]`` (``x_T`` first, ``x_0``
+    last, before any Tweedie step), and metadata.
+    """
     import torch
 
+    from .sampler import PerImageNoise
     from .trainer import load_run
 
     cfg, method, state = load_run(run_dir, device)
-    gen = torch.Generator(device=method.device).manual_seed(seed)
+    batch = batch_size or cfg.sample.batch_size
     out, levels = [], []
-    for start in range(0, num, cfg.sample.batch_size):
-        n = min(cfg.sample.batch_size, num - start)
-        x, lv = method.sample(n, steps=steps, generator=gen, return_levels=True)
+    for lo in range(start, start + count, batch):
+        idx = range(lo, min(lo + batch, start + count))
+        noise = PerImageNoise(seed, idx, method.device)
+        x, lv = method.sample(len(idx), steps=steps, generator=noise, return_levels=True)
         out.append(x.cpu())
         levels.append(torch.stack(lv).cpu())
-    x = torch.cat(out) if out else torch.zeros(0, *state["data_shape"])
-    meta = {"iteration": int(state["iteration"]), "seed": seed, "num": num,
+    shape = tuple(state["data_shape"])
+    x = torch.cat(out) if out else torch.zeros(0, *shape)
+    lv = torch.cat(levels, dim=1) if levels else torch.zeros(method.T + 1, 0, *shape)
+    meta = {"iteration": int(state["iteration"]), "seed": seed, "start": start, "count": count,
             "steps": cfg.sample.langevin_steps if steps is None else steps,
-            "use_ema": cfg.sample.use_ema, "tweedie": cfg.sample.tweedie, "method": cfg.method}
-    return x, (torch.cat(levels, dim=1) if levels else None), meta
+            "use_ema": cfg.sample.use_ema, "tweedie": cfg.sample.tweedie,
+            "tweedie_b2": cfg.sample.tweedie_b2, "noise_scale": cfg.sample.noise_scale,
+            "method": cfg.method, "run_dir": str(run_dir)}
+    return x, lv, meta
 
 
-def _cmd_sample(args) -> int:
+def to_uint8(x):
+    """Images in [-1, 1] to uint8 ``[N, H, W, C]``: clamp, ``(x + 1) * 127.5``, round."""
+    import torch
+
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def write_samples(out: Path, x, levels, meta: dict) -> None:
+    """``.npz`` (any data; 2-D data keeps every level) or a folder of ``<index>.png`` images."""
     import numpy as np
 
     from .checkpoint import atomic_write_bytes
 
-    if not args.out.endswith(".npz"):
-        raise SystemExit(f"--out {args.out!r}: only .npz output is supported for now")
-    x, levels, meta = generate(Path(args.run_dir), args.num, args.steps, args.seed, args.device)
-    arrays = {"x": x.numpy().astype(np.float32), "meta": np.array(json.dumps(meta))}
-    if x.dim() == 2:  # vector data: keep every level for the toy figure (small)
-        arrays["levels"] = levels.numpy().astype(np.float32)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(Path(args.out), buf.getvalue())
+    if out.suffix == ".npz":
+        arrays = {"x": x.numpy().astype(np.float32), "meta": np.array(json.dumps(meta)),
+                  "index": np.arange(meta["start"], meta["start"] + meta["count"])}
+        if x.dim() == 2:  # vector data: keep every level for the toy figure (small)
+            arrays["levels"] = levels.numpy().astype(np.float32)
+        else:
+            arrays["x_uint8"] = to_uint8(x).numpy()
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(out, buf.getvalue())
+        return
+    if x.dim() != 4:
+        raise SystemExit(f"--out {str(out)!r}: vector samples need an .npz output")
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, img in zip(range(meta["start"], meta["start"] + meta["count"]), to_uint8(x).numpy(),
+                      strict=True):
+        png = io.BytesIO()
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(png, format="PNG")
+        atomic_write_bytes(out / f"{i:06d}.png", png.getvalue())
+    atomic_write_text(out / f"meta-{meta['start']:06d}.json", json.dumps(meta, indent=1))
+
+
+def _cmd_sample(args) -> int:
+    start = args.start
+    count = args.count if args.count is not None else args.num
+    if count is None or count < 0 or start < 0:
+        raise SystemExit("give --num N (images 0..N-1) or --start S --count N, all >= 0")
+    x, levels, meta = generate(Path(args.run_dir), start, count, args.steps, args.seed,
+                               args.device, args.batch_size)
+    write_samples(Path(args.out), x, levels, meta)
     print(json.dumps(meta))
     return 0
 
@@ -111,10 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("sample", help="draw samples from a trained run")
     g.add_argument("--run-dir", required=True)
-    g.add_argument("--num", type=int, required=True)
-    g.add_argument("--out", required=True, help="output .npz (array x: [N, ...])")
+    g.add_argument("--num", type=int, default=None, help="images 0 .. N-1")
+    g.add_argument("--start", type=int, default=0, help="first image index (sharding)")
+    g.add_argument("--count", type=int, default=None, help="number of images from --start")
+    g.add_argument("--out", required=True,
+                   help="an .npz (array x: [N, ...]) or a folder of <index>.png images")
     g.add_argument("--steps", type=int, default=None, help="Langevin steps per level K")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="image i uses the stream (seed, i)")
+    g.add_argument("--batch-size", type=int, default=None, help="default: sample.batch_size")
     g.add_argument("--device", default=None)
     g.set_defaults(func=_cmd_sample)
 

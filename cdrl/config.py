@@ -29,10 +29,16 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "checkerboard"         # dataset name: checkerboard | 8gaussians | rings
+    name: str = "checkerboard"         # toys: checkerboard | 8gaussians | rings; images: see
+                                        # cdrl.data.images (cifar10, imagenet32, celeba64, digits16,
+                                        # lfw25, ...)
     num_points: int = 50_000            # toy datasets: points drawn once (spec 11)
     scale: float = 4.0                  # toy datasets: board/ring scale (checkerboard in [-8, 8]^2)
-    seed: int = 1234                    # seed of the fixed toy point cloud
+    seed: int = 1234                    # seed of the fixed toy point cloud / held-out split
+    root: str = "resources/datasets"    # image datasets: folder holding each dataset's files
+    split: str = "train"                # image datasets: train | test (val for ImageNet)
+    flip: bool = True                   # image datasets: random horizontal flips in training
+    conditional: bool = False           # feed class labels to the networks (spec 6.1)
 
 
 @dataclass

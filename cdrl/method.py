@@ -30,7 +30,7 @@ from .config import Config
 from .nets import build_ebm, build_initializer
 from .nets.layers import frozen_spectral_norm, gather_rows, logsnr_to_time, power_iteration_
 from .optim import EMA, build_optimizer
-from .sampler import energy_grad_fn, randn, recovery_langevin
+from .sampler import Noise, energy_grad_fn, randn, recovery_langevin
 from .schedule import make_schedule
 
 __all__ = ["CDRL", "DivergenceError"]
@@ -110,7 +110,7 @@ class CDRL:
         return x_prev, x_i
 
     def propose(self, init: nn.Module | None, x_i: torch.Tensor, k: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: Noise = None) -> torch.Tensor:
         """Initializer proposal in y-space (spec 3.1); without an initializer, ``x_i`` (DRL)."""
         if init is None:
             return x_i
@@ -121,7 +121,7 @@ class CDRL:
 
     def refine(self, ebm: nn.Module, y0: torch.Tensor, x_i: torch.Tensor, k: torch.Tensor,
                n_steps: int, noise_scale: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: Noise = None) -> torch.Tensor:
         """K recovery Langevin steps (spec 2.4) with frozen normalised EBM weights."""
         if n_steps == 0:
             return y0.detach()
@@ -197,7 +197,7 @@ class CDRL:
 
     # ----------------------------------------------------------------------------- sampling
     @torch.no_grad()
-    def sample(self, n: int, steps: int | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, steps: int | None = None, generator: Noise = None,
                use_ema: bool | None = None, return_levels: bool = False, noise: torch.Tensor
                | None = None):
         """Cooperative sampling (spec 5.1). ``steps`` is K per level (0: initializer only).
@@ -214,8 +214,8 @@ class CDRL:
             init = self.init_ema.model if use_ema else self.initializer
             init.eval()
         ebm.eval()
-        x = noise if noise is not None else torch.randn(
-            (n, *self.data_shape), generator=generator, device=self.device)
+        x = noise if noise is not None else randn((n, *self.data_shape), None, generator,
+                                                  self.device)
         levels = [x]
         for step in reversed(range(self.T)):
             k = torch.full((n,), step, dtype=torch.long, device=self.device)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .metrics2d import sliced_wasserstein, support_fraction
+from .metrics2d import toy_metrics
 from .nets.layers import frozen_spectral_norm, gather_rows
 from .trainer import build_data, load_run
 
@@ -54,6 +54,7 @@ def toy_figure(run_dir: Path, samples: Path, out: Path, grid: int = 200) -> dict
     cfg, method, state = load_run(run_dir)
     with np.load(samples) as npz:
         levels = torch.from_numpy(npz["levels"])
+        x_final = torch.from_numpy(npz["x"])  # after the Tweedie step, when one is configured
         meta = json.loads(str(npz["meta"]))
     num, seed = levels.shape[1], meta["seed"]
     data = build_data(cfg)
@@ -80,12 +81,9 @@ def toy_figure(run_dir: Path, samples: Path, out: Path, grid: int = 200) -> dict
             axes[row, col].set_yticks([])
     for row, name in enumerate(("data", "density", "samples")):
         axes[row, 0].set_ylabel(name)
-    x0 = levels[-1].cpu()
     metrics = {"iteration": meta["iteration"], "num_samples": num, "seed": seed,
                "steps": meta["steps"], "checkpoint_iteration": int(state["iteration"]),
-               "sliced_wasserstein": sliced_wasserstein(x0, real)}
-    if cfg.data.name == "checkerboard":
-        metrics["support_fraction"] = support_fraction(x0, cfg.data.scale)
+               **toy_metrics(x_final, cfg.data.name, cfg.data.scale, cfg.data.seed)}
     title = f"{run_dir.name}: iteration {metrics['iteration']}"
     if "support_fraction" in metrics:
         title += f", {100 * metrics['support_fraction']:.1f}% of samples in the support"

@@ -68,3 +68,25 @@ def test_sample_missing_run_is_clear(tmp_path, capsys):
     rc = cli_main(["sample", "--run-dir", str(tmp_path / "nope"), "--num", "3", "--out",
                    str(tmp_path / "x.npz")])
     assert rc == 2 and "no config.yaml" in capsys.readouterr().err
+
+
+def test_per_image_seeds_are_invariant_to_batch_size_and_sharding(tmp_path, tiny_config_dict,
+                                                                  write_config):
+    run = tmp_path / "run"
+    cli_main(["train", "--config", str(write_config(tiny_config_dict())), "--run-dir", str(run),
+              "--no-progress"])
+    outs = {}
+    for name, args in {"b2": ["--num", "6", "--batch-size", "2"],
+                       "b6": ["--num", "6", "--batch-size", "6"],
+                       "shard": ["--start", "3", "--count", "3", "--batch-size", "2"],
+                       "other_seed": ["--num", "6", "--seed", "1"]}.items():
+        out = tmp_path / f"{name}.npz"
+        base = ["sample", "--run-dir", str(run), "--out", str(out)]
+        assert cli_main(base + (args if "--seed" in args else args + ["--seed", "9"])) == 0
+        with np.load(out) as npz:
+            outs[name] = (npz["x"], npz["index"])
+    np.testing.assert_array_equal(outs["b2"][0], outs["b6"][0])
+    np.testing.assert_array_equal(outs["shard"][0], outs["b6"][0][3:])
+    np.testing.assert_array_equal(outs["shard"][1], [3, 4, 5])
+    assert not np.array_equal(outs["other_seed"][0], outs["b6"][0])
+    assert len(np.unique(outs["b6"][0], axis=0)) == 6  # images differ from one another
