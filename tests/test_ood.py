@@ -1,7 +1,12 @@
 """OOD scoring: AUROC known answers and energy scores of a trained toy model."""
 
+import json
+
+import numpy as np
+import pytest
 import torch
 
+from cdrl.cli import main as cli_main
 from cdrl.config import config_from_dict
 from cdrl.data import in_checkerboard
 from cdrl.ood import auroc, energy_scores
@@ -37,3 +42,10 @@ def test_trained_toy_energy_separates_support_from_holes(tmp_path, tiny_config_d
     assert score > 0.65, score  # an untrained energy gives about 0.5
     data = build_data(cfg).points[:500]
     assert energy_scores(method, data, level=2, noise=True).shape == (500,)
+    # The CLI gives the same number from .npz inputs.
+    for name, pts in (("in", in_pts), ("out", out_pts)):
+        np.savez(tmp_path / f"{name}.npz", x=pts.numpy())
+    out = tmp_path / "ood.json"
+    assert cli_main(["ood", "--run-dir", str(tmp_path), "--in-dist", str(tmp_path / "in.npz"),
+                     "--ood", str(tmp_path / "out.npz"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["auroc"] == pytest.approx(score, abs=1e-6)
