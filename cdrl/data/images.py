@@ -1,28 +1,29 @@
 """Real image datasets behind one interface (spec 8), read from a root folder, never downloaded.
 
-``load_image_dataset(name, root, split)`` returns an ``ImageSet``: uint8 images ``[N, C, H, W]`` kept
-in memory plus long labels (0 where a dataset has none). ``batch`` maps pixels ``u`` to
-``x = u / 127.5 - 1``, i.e. ToTensor then Normalize(0.5, 0.5), so x lies in [-1, 1] (spec 8).
+``load_image_dataset(name, root, split)`` gives an ``ImageSet``: uint8 images ``[N, C, H, W]`` in
+memory and long labels (0 where none exist). ``batch`` maps pixels ``u`` to ``u / 127.5 - 1``,
+i.e. ToTensor then Normalize(0.5, 0.5), so x lies in [-1, 1] (spec 8). ``make_data`` picks a
+toy or an image set from ``DataConfig``.
 
 - ``cifar10``: torchvision's ``cifar-10-batches-py`` pickles; train = data_batch_1..5.
 - ``imagenet32``: (a) the standard box-downsampled ``imagenet32/*.npz`` files, else (b) the CDRL
-  ``i64`` folder, resized on load with torchvision Resize(32) (PIL bilinear) + CenterCrop(32) as
-  the official ``ImageNet_dataset.py`` pipeline does (spec 8; the two differ, so FIDs may too).
-  File lists are sorted, where the official code used ``os.listdir`` order, so that "the first
-  5,000 validation images" is well defined. Loading is eager: the 1.28M train images take
-  ~3.9 GB at 32 px and minutes of decoding (threaded), the npz files the same memory.
-- ``celeba64``: torchvision's CelebA layout. Spec 8 finds no CDRL preprocessing, so we choose the
-  common EBM one: center crop 140 then Resize(64) (PIL bilinear, antialiased). No class labels
-  (``num_classes = 0``); the 40 attributes are exposed as 0/1 ``attributes``.
-- ``digits16``: scikit-learn's 8x8 digits, values 0..16 scaled to 0..255, upsampled to 16x16
-  bilinearly (align_corners=False); train = the first 1500 images, test = the other 297.
-  Digits are not mirror-symmetric: train them with ``flip=False``.
-- ``lfw25``: scikit-image's 200 LFW crops (25x25, faces first), resized to 16x16 (bilinear,
-  antialiased) so it shares digits16's shape (a ready OOD pair); label 1 face / 0 non-face;
-  test = every 5th image (20 faces + 20 non-faces), train = the other 160.
+  ``i64`` folder, resized on load by torchvision Resize(32) (PIL bilinear) + CenterCrop(32) as in
+  the official ``ImageNet_dataset.py`` (spec 8; (a) and (b) differ, so FIDs may too). File
+  lists are sorted (the official code used ``os.listdir`` order) so "the first 5,000 validation
+  images" is well defined. Loading is eager: 1.28M train images take ~3.9 GB at 32 px (twice
+  that while the npz files are concatenated) and minutes of threaded decoding for (b).
+- ``celeba64``: torchvision's CelebA layout. Spec 8 finds no CDRL preprocessing; we choose the
+  common EBM one: center crop 140 then Resize(64) (PIL bilinear, antialiased). No classes
+  (``num_classes = 0``); the 40 attributes are 0/1 ``attributes`` [N, 40].
+- ``digits16``: scikit-learn's 8x8 digits, 0..16 scaled to 0..255, upsampled to 16x16 bilinearly
+  (align_corners=False); train = the first 1500 images, test = the other 297. Digits are not
+  mirror-symmetric: train them with ``flip=False``.
+- ``lfw25``: scikit-image's 200 LFW crops (25x25 floats, faces first), resized to 16x16
+  (bilinear, antialiased) and rounded to uint8, so it shares digits16's shape (an OOD pair);
+  label 1 face / 0 non-face; test = every 5th image (20 + 20), train = the other 160.
 
-Usage: ``python -c "from cdrl.data.images import load_image_dataset as L; print(len(L('digits16',
-'.', 'train')))"``.
+Usage: ``python -c "from cdrl.data.images import load_image_dataset as L; print(L('digits16',
+'.').shape)"``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import hashlib
 import json
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +87,17 @@ def _corrupt(spec, root, path, err) -> DatasetError:
                         f"is corrupt, truncated or not in the expected format." + _help(spec, root))
 
 
+@contextmanager
+def _parsing(spec, root, path) -> Iterator[None]:
+    """Turn any parse failure (pickle, zip, json, text or PIL errors) into a clear DatasetError."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except Exception as err:  # readers fail in many ways (EOF, bad opcode, key, ...): all corrupt
+        raise _corrupt(spec, root, path, err) from err
+
+
 def _check_md5(spec, root, path: Path, expected: str) -> None:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
@@ -111,8 +124,10 @@ _CIFAR_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f",
               "data_batch_4": "634d18415352ddfa80567beed471001a",
               "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
               "test_batch": "40351d587109b95175f43aff81a1287e"}
-_PICKLE_ALLOWED = {("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-                   ("numpy._core.numeric", "_frombuffer"), ("numpy", "ndarray"),
+# numpy 2 renamed numpy.core to numpy._core; the 2009 files name numpy.core, new pickles _core.
+_NP_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
+_PICKLE_ALLOWED = {(f"{_NP_CORE}.multiarray", "_reconstruct"), (f"{_NP_CORE}.multiarray", "scalar"),
+                   (f"{_NP_CORE}.numeric", "_frombuffer"), ("numpy", "ndarray"),
                    ("numpy", "dtype"), ("_codecs", "encode")}
 
 
@@ -120,7 +135,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickler that rebuilds numpy arrays and refuses every other global (no code runs)."""
 
     def find_class(self, module: str, name: str):
-        module = module.replace("numpy.core.", "numpy._core.")  # the 2009 files name numpy.core
+        if module.startswith(("numpy.core.", "numpy._core.")):
+            module = _NP_CORE + module[module.index("core.") + 4:]
         if (module, name) not in _PICKLE_ALLOWED:
             raise pickle.UnpicklingError(f"refusing global {module}.{name}")
         return super().find_class(module, name)
@@ -137,16 +153,13 @@ def _read_cifar_batch(spec, root: Path, path: Path, verify: bool):
         raise _missing(spec, root, path)
     if verify:
         _check_md5(spec, root, path, _CIFAR_MD5[path.name])
-    try:
-        with open(path, "rb") as fh:
-            # The CIFAR python format is defined as a Python 2 pickle (hence encoding="bytes"); we
-            # read a trusted, named file, and the unpickler still only rebuilds numpy arrays.
-            batch = _ArrayUnpickler(fh, encoding="bytes").load()
+    with _parsing(spec, root, path), open(path, "rb") as fh:
+        # The CIFAR python format is defined as a Python 2 pickle (hence encoding="bytes"); we
+        # read a trusted, named file, and the unpickler still only rebuilds numpy arrays.
+        batch = _ArrayUnpickler(fh, encoding="bytes").load()
         data = np.asarray(_field(batch, "data"))
         labels = np.asarray(_field(batch, "labels"), dtype=np.int64)
         _check_rows(data, labels, 3072, 9)
-    except Exception as err:  # pickle fails in many ways (EOF, bad opcode, key, ...): all corrupt
-        raise _corrupt(spec, root, path, err) from err
     return data, labels
 
 
@@ -167,14 +180,10 @@ def _decode_images(spec, root, paths: list[Path], transform, size: int) -> np.nd
 
     def decode(start: int) -> None:
         for i in range(start, min(start + 512, len(paths))):
-            try:
-                with Image.open(paths[i]) as img:
-                    arr = np.asarray(transform(img.convert("RGB")), dtype=np.uint8)
-                out[i] = arr.transpose(2, 0, 1)
-            except FileNotFoundError:
-                raise _missing(spec, root, paths[i]) from None
-            except Exception as err:  # PIL raises several types for broken files
-                raise _corrupt(spec, root, paths[i], err) from err
+            if not paths[i].is_file():
+                raise _missing(spec, root, paths[i])
+            with _parsing(spec, root, paths[i]), Image.open(paths[i]) as img:
+                out[i] = np.asarray(transform(img.convert("RGB"))).transpose(2, 0, 1)
 
     # PIL releases the GIL while decoding, so threads scale; chunks keep the future count small.
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
@@ -185,10 +194,8 @@ def _decode_images(spec, root, paths: list[Path], transform, size: int) -> np.nd
 def _read_json(spec, root, path: Path):
     if not path.is_file():
         raise _missing(spec, root, path)
-    try:
+    with _parsing(spec, root, path):
         return json.loads(path.read_text())
-    except Exception as err:
-        raise _corrupt(spec, root, path, err) from err
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -199,13 +206,10 @@ def _visible(folder: Path) -> list[Path]:
 def _read_imagenet_npz(spec, root, path: Path):
     if not path.is_file():
         raise _missing(spec, root, path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:  # plain arrays only: no pickle
-            data = npz["data"]
-            labels = np.asarray(npz["labels"], dtype=np.int64).reshape(-1) - 1  # 1..1000
+    with _parsing(spec, root, path), np.load(path, allow_pickle=False) as npz:  # no pickles
+        data = npz["data"]
+        labels = np.asarray(npz["labels"], dtype=np.int64).reshape(-1) - 1  # 1..1000 on disk
         _check_rows(data, labels, 3072, 999)
-    except Exception as err:
-        raise _corrupt(spec, root, path, err) from err
     return data, labels
 
 
@@ -257,7 +261,7 @@ _CELEBA_SPLITS = {"train": "0", "val": "1", "test": "2"}
 
 def _read_celeba_attrs(spec, root, path: Path):
     """``list_attr_celeba.txt``: count, 40 names, then ``file v1 .. v40`` with v in {-1, 1}."""
-    try:
+    with _parsing(spec, root, path):
         lines = path.read_text().splitlines()
         count, names = int(lines[0]), tuple(lines[1].split())
         rows = [line.split() for line in lines[2:2 + count]]
@@ -266,18 +270,14 @@ def _read_celeba_attrs(spec, root, path: Path):
         values = np.array([r[1:] for r in rows], dtype=np.int64)
         if not np.isin(values, (-1, 1)).all():
             raise ValueError("attribute values must be -1 or 1")
-    except Exception as err:
-        raise _corrupt(spec, root, path, err) from err
     return [r[0] for r in rows], (values > 0).astype(np.int64), names
 
 
 def _read_celeba_partition(spec, root, path: Path) -> dict[str, str]:
-    try:
+    with _parsing(spec, root, path):
         pairs = [line.split() for line in path.read_text().splitlines() if line.strip()]
         if any(len(p) != 2 or p[1] not in ("0", "1", "2") for p in pairs):
             raise ValueError("expected lines 'file.jpg 0|1|2'")
-    except Exception as err:
-        raise _corrupt(spec, root, path, err) from err
     return dict(pairs)
 
 
@@ -410,8 +410,9 @@ class ImageSet:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
                              f"{list(self.images.shape)}")
-        if self.labels.shape != (len(self),):
-            raise ValueError(f"labels must have shape [{len(self)}], got {list(self.labels.shape)}")
+        if self.labels.dtype != torch.long or self.labels.shape != (len(self),):
+            raise ValueError(f"labels must be long [{len(self)}], got {self.labels.dtype} "
+                             f"{list(self.labels.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -444,7 +445,7 @@ def content_hash(data: ImageSet) -> str:
     digest = hashlib.sha256(repr(tuple(data.images.shape)).encode())
     for tensor in (data.images, data.labels.long(), data.attributes):
         if tensor is not None:
-            digest.update(tensor.contiguous().numpy())  # buffer, no copy
+            digest.update(tensor.cpu().contiguous().numpy())  # hashed as a buffer, no copy
     return digest.hexdigest()[:16]
 
 

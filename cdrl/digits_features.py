@@ -1,0 +1,172 @@
+"""A fast feature extractor for small grey images: a CNN trained on scikit-learn's digits.
+
+    from cdrl.digits_features import ensure_digits_weights, register_digits_extractor
+
+Inception costs about 4 images/s on the project's CPUs, far too slow for tests and for quick
+checks of small grey datasets. ``DigitsCNN`` is trained once (seeded, a few seconds on 2 cores)
+on ``sklearn.datasets.load_digits()`` (1797 images of 8x8, 0..16) and cached to a given path with
+a JSON sidecar (sha256, test accuracy, seed, training time). It is registered with torch-fidelity
+as ``digits-cnn``, providing ``digits-64`` (the 64-d penultimate ReLU layer, for FID, KID and
+precision/recall) and ``digits-logits`` (10 classes, for Inception Score).
+
+Inputs are what torch-fidelity supplies: uint8 ``[B, 3, H, W]``. They become grey (channel mean),
+scaled to [0, 1] and resized to 16x16 (bilinear, antialiased when shrinking); training images go
+through the very same function, so train and evaluation preprocessing cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+from .checkpoint import atomic_torch_save, atomic_write_text
+from .inception_weights import sha256_file, sidecar_path
+
+__all__ = ["DigitsCNN", "DigitsFeatureExtractor", "EXTRACTOR_NAME", "digits_uint8",
+           "ensure_digits_weights", "register_digits_extractor", "to_grey16", "train_digits"]
+
+EXTRACTOR_NAME = "digits-cnn"
+SIZE = 16
+FEATURES = ("digits-64", "digits-logits")
+
+
+def to_grey16(x: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, C, H, W]`` -> float ``[B, 1, 16, 16]`` in [0, 1]."""
+    x = x.float().mean(dim=1, keepdim=True) / 255.0
+    if x.shape[-2:] != (SIZE, SIZE):
+        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > SIZE or x.shape[-2] > SIZE)
+    return x
+
+
+class DigitsCNN(nn.Module):
+    """Two conv layers (16x16 -> 8x8 -> 4x4), a 64-d feature layer and 10 logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 4 * 4, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        feat = F.relu(self.fc1(h.flatten(1)))
+        return feat, self.fc2(feat)
+
+
+def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn digits as uint8 ``[1797, 1, 8, 8]`` in 0..255, and their labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return x, d.target.astype(np.int64)
+
+
+def _split(n: int, seed: int, test_frac: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(n * test_frac))
+    return perm[n_test:], perm[:n_test]
+
+
+def train_digits(seed: int = 0, epochs: int = 15, batch: int = 64,
+                 lr: float = 3e-3) -> tuple[DigitsCNN, dict]:
+    """Train ``DigitsCNN`` deterministically; returns the model and its held-out accuracy."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    x_u8, y_np = digits_uint8()
+    x, y = to_grey16(torch.from_numpy(x_u8)), torch.from_numpy(y_np)
+    train_idx, test_idx = _split(len(y), seed)
+    model = DigitsCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for _ in range(epochs):
+        for idx in train_idx[torch.randperm(len(train_idx), generator=gen)].split(batch):
+            loss = F.cross_entropy(model(x[idx])[1], y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x[test_idx])[1].argmax(1) == y[test_idx]).float().mean().item()
+    info = {"seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "test_accuracy": acc,
+            "n_train": len(train_idx), "n_test": len(test_idx),
+            "train_seconds": round(time.perf_counter() - t0, 2)}
+    return model, info
+
+
+def ensure_digits_weights(path: Path, seed: int = 0) -> dict:
+    """Train once into ``path`` (plus ``path.json``); afterwards only check its sha256."""
+    path = Path(path)
+    sidecar = sidecar_path(path)
+    if path.is_file() and sidecar.is_file():
+        info = json.loads(sidecar.read_text())
+        if info["sha256"] != sha256_file(path):
+            raise ValueError(f"{path}: sha256 differs from {sidecar}; delete both to retrain")
+        return info
+    model, info = train_digits(seed)
+    atomic_torch_save(model.state_dict(), path)
+    info = {"file": path.name, "sha256": sha256_file(path), "extractor": EXTRACTOR_NAME,
+            "data": "sklearn.datasets.load_digits (8x8 -> 16x16 grey)", **info}
+    atomic_write_text(sidecar, json.dumps(info, indent=1) + "\n")
+    return info
+
+
+class DigitsFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper: uint8 ``[B, 3, H, W]`` -> (``digits-64``, ``digits-logits``)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None or not Path(
+                feature_extractor_weights_path).is_file():
+            # Never train inside torch-fidelity: weights must be made explicitly, then reused.
+            raise FileNotFoundError(
+                f"digits CNN weights not found at {feature_extractor_weights_path}; create them "
+                "with cdrl.digits_features.ensure_digits_weights(path)")
+        self.net = DigitsCNN()
+        self.net.load_state_dict(torch.load(feature_extractor_weights_path, map_location="cpu",
+                                            weights_only=True))
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x):
+        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4):
+            raise ValueError(f"expected uint8 [B, C, H, W] images, got {getattr(x, 'shape', x)}")
+        feat, logits = self.net(to_grey16(x))
+        out = {"digits-64": feat, "digits-logits": logits}
+        return tuple(out[name] for name in self.features_list)
+
+    @staticmethod
+    def get_provided_features_list():
+        return FEATURES
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"fid": "digits-64", "kid": "digits-64", "prc": "digits-64",
+                "isc": "digits-logits"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False  # compiling costs far more than this network's whole run
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8)
+
+
+def register_digits_extractor() -> str:
+    """Register ``digits-cnn`` with torch-fidelity once per process."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if EXTRACTOR_NAME not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(EXTRACTOR_NAME, DigitsFeatureExtractor)
+    return EXTRACTOR_NAME

