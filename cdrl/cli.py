@@ -6,6 +6,8 @@
                 [--seed S]
     cdrl plot-toy --run-dir DIR --samples FILE.npz --out FIG.png
     cdrl ood --run-dir DIR --in-dist IN.npz --ood OOD.npz [--level 0] [--out FILE.json]
+    cdrl evaluate --samples DIR|FILE.npz --reference NAME[:SPLIT]|DIR|FILE.npz
+                  --metrics fid,kid,isc,prc --out FILE.json [--extractor inception|digits]
 """
 
 from __future__ import annotations
@@ -164,6 +166,18 @@ def _cmd_plot_toy(args) -> int:
     return 0
 
 
+def dataset_reference(name: str):
+    """``cdrl evaluate --reference NAME[:SPLIT]``: a dataset's uint8 images from
+    ``$CDRL_DATA_ROOT`` (default ``resources/datasets``), e.g. ``digits16:test``."""
+    import os
+
+    from .data.images import load_image_dataset
+
+    dataset, _, split = name.partition(":")
+    root = os.environ.get("CDRL_DATA_ROOT", "resources/datasets")
+    return load_image_dataset(dataset, root, split or "train").uint8_dataset()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdrl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", default=None, help="JSON result")
     o.add_argument("--device", default=None)
     o.set_defaults(func=_cmd_ood)
+
+    from .evaluate import add_cli as add_evaluate_cli
+
+    add_evaluate_cli(sub, reference_loader=dataset_reference)
 
     f = sub.add_parser("plot-toy", help="toy figure: data, density and samples per level")
     f.add_argument("--run-dir", required=True)

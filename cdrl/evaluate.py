@@ -23,7 +23,6 @@ faked); a torch-fidelity weights file with ``fc`` enables it. ``digits`` is the 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -150,7 +149,7 @@ class ImageSet(Dataset):
 # Reference, weights, cache names.
 
 def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._]+", "_", name).strip("_") or "reference"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.") or "reference"
 
 
 def _resolve_reference(reference, loader: Callable[[str], Dataset] | None):
@@ -214,6 +213,10 @@ def tf32_disabled() -> Iterator[dict]:
 # ---------------------------------------------------------------------------------------------
 # Evaluation.
 
+ISC_UNAVAILABLE = ("Inception weights without a classifier head (the FID port); Inception Score "
+                   "cannot be computed from pool features")
+
+
 def _versions() -> dict:
     import torch_fidelity
     import torchvision
@@ -223,6 +226,21 @@ def _versions() -> dict:
     return {"torch": torch.__version__, "torchvision": torchvision.__version__,
             "torch_fidelity": torch_fidelity.__version__, "numpy": np.__version__,
             "cdrl": __version__, "python": sys.version.split()[0]}
+
+
+def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
+    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
+    bad = [m for m in names if m not in METRIC_KEYS]
+    if bad or not names:
+        raise EvaluationError(f"unknown metrics {bad}: choose from {sorted(METRIC_KEYS)}")
+    return list(dict.fromkeys(names))
+
+
+def _reference(reference, loader, extractor: str, weights_sha: str) -> dict:
+    x, name, source = _resolve_reference(reference, loader)
+    sha = content_sha256(x)
+    return {"x": x, "name": name, "source": source, "sha256": sha,
+            "cache_name": cache_name(name, extractor, weights_sha, sha)}
 
 
 def _fidelity_kwargs(flags: set, n_s: int, n_r: int, seed: int, batch_size: int) -> dict:
@@ -236,23 +254,40 @@ def _fidelity_kwargs(flags: set, n_s: int, n_r: int, seed: int, batch_size: int)
             "save_cpu_ram": True}
 
 
-def _run_fidelity(samples: np.ndarray, ref: np.ndarray | None, settings: dict) -> dict:
+def _provenance(samples, x, meta, reference, ref, extractor, w_sha, settings, extra) -> dict:
+    prov = {"versions": _versions(), "extractor": extractor,
+            "feature_extractor": settings["feature_extractor"],
+            "weights_file": settings["feature_extractor_weights_path"], "weights_sha256": w_sha,
+            "samples": str(samples), "sample_count": len(x), "sample_shape": list(x.shape[1:]),
+            "samples_sha256": content_sha256(x), "samples_meta": meta,
+            "reference": None if reference is None else str(reference),
+            "reference_name": ref and ref["name"], "reference_source": ref and ref["source"],
+            "reference_count": ref and len(ref["x"]), "reference_sha256": ref and ref["sha256"],
+            "reference_cache_name": ref and ref["cache_name"],
+            "cache_root": settings["cache_root"], "rng_seed": settings["rng_seed"],
+            "batch_size": settings["batch_size"], "tf32": None,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "uint8_conversion": "round((clamp(x, -1, 1) + 1) * 127.5)",
+            **{k: settings[k] for k in ("kid_subset_size", "kid_subsets", "isc_splits",
+                                        "prc_neighborhood", "save_cpu_ram")}}
+    clash = sorted(set(extra or {}) & set(prov))
+    if clash:  # checked before any feature is extracted
+        raise EvaluationError(f"extra_provenance may not overwrite {clash}")
+    return {**prov, **(extra or {})}
+
+
+def _run_fidelity(samples: np.ndarray, ref: dict | None, settings: dict, prov: dict) -> dict:
+    """Our metric keys from one torch-fidelity call; records the TF32 state in ``prov``."""
     import torch_fidelity
 
     with tf32_disabled() as tf32:
+        prov["tf32"] = tf32
         raw = torch_fidelity.calculate_metrics(
-            input1=ImageSet(samples), input2=None if ref is None else ImageSet(ref),
-            input1_cache_name=None, cuda=torch.cuda.is_available(), verbose=False,
-            datasets_download=False, cache=True, **settings)
-    return {"raw": raw, "tf32": tf32}
-
-
-def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
-    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
-    bad = [m for m in names if m not in METRIC_KEYS]
-    if bad or not names:
-        raise EvaluationError(f"unknown metrics {bad}: choose from {sorted(METRIC_KEYS)}")
-    return list(dict.fromkeys(names))
+            input1=ImageSet(samples), input2=None if ref is None else ImageSet(ref["x"]),
+            input1_cache_name=None, input2_cache_name=ref and ref["cache_name"],
+            cuda=torch.cuda.is_available(), verbose=False, datasets_download=False, cache=True,
+            **settings)
+    return {ours: float(raw[theirs]) for ours, theirs in FIDELITY_KEYS.items() if theirs in raw}
 
 
 def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
@@ -263,51 +298,27 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
     """Metrics of ``samples`` against ``reference``; written atomically to ``out`` if given.
 
     Returns ``{<metric keys asked for>, ["unavailable": {metric: reason}], "provenance": {...}}``.
+    ``reference`` may be None when only ``isc`` is asked for.
     """
-    flags = set(_parse_metrics(metrics))
+    asked = _parse_metrics(metrics)
     fe_name, w_path, w_sha, isc_ok = _prepare_extractor(extractor, weights_path)
     x, meta = load_images(samples)
-    result, unavailable = {}, {}
+    flags, unavailable = set(asked), {}
     if "isc" in flags and not isc_ok:
         flags.discard("isc")
-        unavailable["isc"] = ("Inception weights without a classifier head (the FID port); "
-                              "Inception Score cannot be computed from pool features")
-        result.update(isc_mean=None, isc_std=None)
-    ref, ref_name, ref_src, ref_sha, ref_cache = None, None, None, None, None
-    if flags - {"isc"}:  # FID, KID and PRC compare against the reference
-        ref, ref_name, ref_src = _resolve_reference(reference, reference_loader)
-        ref_sha = content_sha256(ref)
-        ref_cache = cache_name(ref_name, extractor, w_sha, ref_sha)
-    settings = _fidelity_kwargs(flags, len(x), len(x) if ref is None else len(ref), seed,
-                                batch_size)
+        unavailable["isc"] = ISC_UNAVAILABLE
+    # FID, KID and PRC compare against the reference; Inception Score looks at samples only.
+    ref = _reference(reference, reference_loader, extractor, w_sha) if flags - {"isc"} else None
+    settings = _fidelity_kwargs(flags, len(x), len(ref["x"]) if ref else len(x), seed, batch_size)
     settings.update(feature_extractor=fe_name, feature_extractor_weights_path=str(w_path),
-                    cache_root=str(cache_root), input2_cache_name=ref_cache)
-    tf32 = None
-    if flags:
-        run = _run_fidelity(x, ref, settings)
-        tf32 = run["tf32"]
-        for flag in sorted(flags):
-            result.update({k: float(run["raw"][FIDELITY_KEYS[k]]) for k in METRIC_KEYS[flag]})
-    result = {k: result[k] for m in _parse_metrics(metrics) for k in METRIC_KEYS[m]}
+                    cache_root=str(cache_root))
+    prov = _provenance(samples, x, meta, reference, ref, extractor, w_sha, settings,
+                       extra_provenance)
+    values = _run_fidelity(x, ref, settings, prov) if flags else {}
+    result = {k: values.get(k) for m in asked for k in METRIC_KEYS[m]}
     if unavailable:
         result["unavailable"] = unavailable
-    prov = {"versions": _versions(), "extractor": extractor, "feature_extractor": fe_name,
-            "weights_file": str(w_path), "weights_sha256": w_sha,
-            "samples": str(samples), "sample_count": len(x), "sample_shape": list(x.shape[1:]),
-            "samples_sha256": content_sha256(x), "samples_meta": meta,
-            "reference": str(reference) if reference is not None else None,
-            "reference_name": ref_name, "reference_source": ref_src,
-            "reference_count": None if ref is None else len(ref),
-            "reference_sha256": ref_sha, "reference_cache_name": ref_cache,
-            "cache_root": str(cache_root), "rng_seed": seed, "batch_size": batch_size,
-            "tf32": tf32, "device": torch.cuda.get_device_name() if torch.cuda.is_available()
-            else "cpu", "uint8_conversion": "round((clamp(x, -1, 1) + 1) * 127.5)",
-            **{k: settings[k] for k in ("kid_subset_size", "kid_subsets", "isc_splits",
-                                        "prc_neighborhood", "save_cpu_ram")}}
-    clash = sorted(set(extra_provenance or {}) & set(prov))
-    if clash:
-        raise EvaluationError(f"extra_provenance may not overwrite {clash}")
-    result["provenance"] = {**prov, **(extra_provenance or {})}
+    result["provenance"] = prov
     if out is not None:
         atomic_write_text(Path(out), json.dumps(result, indent=1) + "\n")
     return result
@@ -344,10 +355,3 @@ def add_cli(subparsers, reference_loader: Callable[[str], Dataset] | None = None
     e.add_argument("--seed", type=int, default=2020, help="torch-fidelity rng_seed")
     e.set_defaults(func=lambda args: _cmd_evaluate(args, reference_loader))
     return e
-
-
-if __name__ == "__main__":  # python -m cdrl.evaluate ... works before cli.py wires it in
-    _p = argparse.ArgumentParser(prog="cdrl")
-    add_cli(_p.add_subparsers(dest="command", required=True))
-    _a = _p.parse_args(["evaluate", *sys.argv[1:]])
-    sys.exit(_a.func(_a))

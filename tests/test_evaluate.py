@@ -112,7 +112,8 @@ def test_npz_and_png_folder_give_identical_results(digits_weights, digits, tmp_p
     kw = {"metrics": ("fid", "kid", "prc"), "cache_root": tmp_path / "cache"}
     r1 = ev.evaluate(npz, ref, extractor="digits", weights_path=digits_weights, **kw)
     r2 = ev.evaluate(folder, ref, extractor="digits", weights_path=digits_weights, **kw)
-    assert {k: r1[k] for k in r1 if k != "provenance"} == {k: r2[k] for k in r2 if k != "provenance"}
+    metrics = [k for k in r1 if k != "provenance"]
+    assert {k: r1[k] for k in metrics} == {k: r2[k] for k in metrics} and list(r1) == list(r2)
     assert r1["provenance"]["samples_sha256"] == r2["provenance"]["samples_sha256"]
 
 
@@ -180,8 +181,9 @@ def _staged_inception() -> Path | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(_staged_inception() is None,
-                    reason="Inception FID weights not staged: run python scripts/stage_inception.py "
-                           "--dest resources/weights (or set CDRL_INCEPTION_WEIGHTS)")
+                    reason="Inception FID weights not staged: run python "
+                           "scripts/stage_inception.py --dest resources/weights "
+                           "(or set CDRL_INCEPTION_WEIGHTS)")
 def test_real_inception_digits_halves_far_below_noise(digits, tmp_path):
     weights = _staged_inception()
     rng = np.random.default_rng(0)
@@ -192,3 +194,66 @@ def test_real_inception_digits_halves_far_below_noise(digits, tmp_path):
     halves = ev.evaluate(b, a, **kw)["fid"]
     vs_noise = ev.evaluate(noise, a, **kw)["fid"]
     assert 0 < halves < 0.3 * vs_noise, (halves, vs_noise)
+
+
+def test_reference_by_dataset_name_and_cli(digits_weights, digits, tmp_path, capsys):
+    class Digits(torch.utils.data.Dataset):  # what the lead's dataset registry will hand over
+        def __len__(self):
+            return 150
+
+        def __getitem__(self, i):
+            return torch.from_numpy(digits[100 + i]), int(i % 10)
+
+    s = _npz(tmp_path / "s.npz", digits[:100])
+    by_name = _run(s, "digits-train", digits_weights, tmp_path / "c",
+                   reference_loader=lambda name: Digits())
+    by_file = _run(s, _npz(tmp_path / "ref.npz", digits[100:250]), digits_weights, tmp_path / "c")
+    assert by_name["fid"] == by_file["fid"]
+    assert by_name["provenance"]["reference_cache_name"].startswith("digits-train-digits-w")
+    with pytest.raises(ev.EvaluationError, match="no dataset loader"):
+        _run(s, "digits-train", digits_weights, tmp_path / "c")
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    ev.add_cli(parser.add_subparsers(dest="command"))
+    out = tmp_path / "m.json"
+    args = parser.parse_args(["evaluate", "--samples", str(s), "--reference", str(s),
+                              "--metrics", "fid,isc", "--extractor", "digits", "--weights",
+                              str(digits_weights), "--cache-root", str(tmp_path / "c"),
+                              "--out", str(out)])
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {k: v for k, v in json.loads(out.read_text()).items() if k != "provenance"}
+    assert abs(printed["fid"]) < 1e-6 and printed["isc_mean"] > 1
+
+
+def test_tf32_flags_restored_even_on_error():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with pytest.raises(RuntimeError), ev.tf32_disabled() as state:
+        assert not torch.backends.cudnn.allow_tf32 and state["cudnn_allow_tf32"] is False
+        raise RuntimeError
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_cli_evaluate_against_a_dataset_name(tmp_path):
+    """`cdrl evaluate --reference digits16:test` resolves the dataset registry (digits extractor)."""
+    import json as _json
+
+    import numpy as _np
+
+    from cdrl.cli import main as cli_main
+    from cdrl.data.images import load_image_dataset
+
+    test_set = load_image_dataset("digits16", "unused", "test")
+    npz = tmp_path / "self.npz"
+    _np.savez(npz, x=test_set.to_float().numpy())
+    out = tmp_path / "m.json"
+    rc = cli_main(["evaluate", "--samples", str(npz), "--reference", "digits16:test",
+                   "--metrics", "fid,kid", "--extractor", "digits", "--out", str(out),
+                   "--cache-root", str(tmp_path / "cache"),
+                   "--weights", str(tmp_path / "digits.pth")])
+    assert rc == 0
+    result = _json.loads(out.read_text())
+    assert abs(result["fid"]) < 1e-3 and "kid_mean" in result
+    assert result["provenance"]["reference"] == "digits16:test"
+    assert result["provenance"]["reference_count"] == len(test_set)
