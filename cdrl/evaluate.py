@@ -106,8 +106,9 @@ def _load_png_dir(folder: Path) -> np.ndarray:
 def load_images(path: Path) -> tuple[np.ndarray, dict]:
     """uint8 ``[N, C, H, W]`` from a PNG folder or an ``.npz`` (array ``x``), plus its metadata."""
     path = Path(path)
-    if path.is_dir():
-        return np.ascontiguousarray(_load_png_dir(path)), {}
+    if path.is_dir():  # `cdrl sample` leaves one meta-<start>.json per shard beside the PNGs
+        shards = [json.loads(p.read_text()) for p in sorted(path.glob("meta-*.json"))]
+        return np.ascontiguousarray(_load_png_dir(path)), ({"shards": shards} if shards else {})
     if path.is_file() and path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             if "x" not in z:

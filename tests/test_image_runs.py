@@ -50,3 +50,13 @@ def test_digits_run_trains_and_writes_png_samples(tmp_path, write_config):
         assert npz["x"].shape == (5, 1, 16, 16) and npz["x_uint8"].shape == (5, 16, 16, 1)
         np.testing.assert_array_equal(npz["x_uint8"][3, ..., 0],
                                       np.asarray(Image.open(whole / "000003.png")))
+    # Evaluate the PNG folder: the shard metadata of `cdrl sample` lands in the provenance.
+    metrics = tmp_path / "metrics.json"
+    assert cli_main(["evaluate", "--samples", str(whole), "--reference", "digits16:test",
+                     "--metrics", "fid", "--extractor", "digits", "--out", str(metrics),
+                     "--cache-root", str(tmp_path / "cache"),
+                     "--weights", str(tmp_path / "digits.pth")]) == 0
+    result = json.loads(metrics.read_text())
+    assert result["fid"] > 0
+    shard = result["provenance"]["samples_meta"]["shards"][0]
+    assert shard["iteration"] == 4 and shard["seed"] == 3 and shard["use_ema"] is True
