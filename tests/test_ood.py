@@ -24,14 +24,8 @@ def test_auroc_known_answers():
     assert abs(auroc(a, b) - 0.7602) < 0.015
 
 
-def test_trained_toy_energy_separates_support_from_holes(tmp_path, tiny_config_dict):
-    over = {"ebm": {"width": 64, "ch_mult": [1, 2, 2]},
-            "initializer": {"width": 64, "groups": 32, "dropout": 0.0},
-            "train": {"iterations": 200, "batch_size": 256, "langevin_steps": 15,
-                      "ebm_optim": {"lr": 3e-4, "warmup_iters": 50, "ema_decay": 0.98},
-                      "init_optim": {"lr": 2e-3, "warmup_iters": 50, "ema_decay": 0.98},
-                      "log_every": 50, "ckpt_every": 200}}
-    cfg = config_from_dict(tiny_config_dict(**over))
+def test_trained_toy_energy_separates_support_from_holes(tmp_path, learning_config_dict):
+    cfg = config_from_dict(learning_config_dict(200))
     train(cfg, tmp_path, progress=False)
     _, method, _ = load_run(tmp_path)
     gen = torch.Generator().manual_seed(1)

@@ -13,15 +13,8 @@ from cdrl.trainer import build_data, load_run, train
 pytestmark = pytest.mark.slow
 
 
-def test_short_toy_run_lowers_distance_to_data(tmp_path, tiny_config_dict):
-    over = {"ebm": {"width": 64, "ch_mult": [1, 2, 2]},
-            "initializer": {"width": 64, "groups": 32, "dropout": 0.0},
-            "train": {"iterations": 300, "batch_size": 256, "langevin_steps": 15,
-                      "ebm_optim": {"lr": 3e-4, "warmup_iters": 50, "ema_decay": 0.98},
-                      "init_optim": {"lr": 2e-3, "warmup_iters": 50, "ema_decay": 0.98},
-                      "log_every": 50, "ckpt_every": 300},
-            "sample": {"langevin_steps": 15, "batch_size": 2000}}
-    cfg = config_from_dict(tiny_config_dict(**over))
+def test_short_toy_run_lowers_distance_to_data(tmp_path, learning_config_dict):
+    cfg = config_from_dict(learning_config_dict(300))
     data = build_data(cfg)
     real = data.points[:2000]
     torch.manual_seed(0)
