@@ -123,6 +123,26 @@ class SampleConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """Single-EBM baselines (``baselines/``): short-run MCMC, CoopNets, replay buffer. Their EBM is
+    the ``ebm`` network at a fixed time input of 0; their sampler runs in data space:
+    ``x <- x + step_size * grad F(x) + noise_std * eps`` (F = negative energy), optionally clamped."""
+
+    langevin_steps: int = 60            # K per chain (training and sampling)
+    step_size: float = 10.0             # gradient multiplier (Du & Mordatch use 10 on images)
+    noise_std: float = 0.005
+    clamp: float = 1.0                  # clamp samples to [-clamp, clamp]; 0 disables (toys)
+    init: Literal["uniform", "normal"] = "uniform"  # chain starts: U[-s, s] or N(0, s^2)
+    init_scale: float = 1.0
+    buffer_size: int = 10_000           # replay buffer (Du & Mordatch 2019)
+    reinit_prob: float = 0.05           # share of chains restarted from noise each iteration
+    energy_reg: float = 0.0             # alpha * (F_pos^2 + F_neg^2) (Du & Mordatch: 1.0)
+    latent_dim: int = 16                # CoopNets generator input
+    generator_width: int = 64
+    generator_lr: float = 1e-4
+
+
+@dataclass
 class Config:
     method: str = "cdrl"
     seed: int = 0
@@ -134,6 +154,7 @@ class Config:
     initializer: InitializerConfig = field(default_factory=InitializerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
 
 def _type_name(tp) -> str:
