@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from cdrl import checkpoint as ckpt_mod
 from cdrl.checkpoint import CheckpointError, latest_info, load_latest, save_checkpoint
@@ -129,7 +130,9 @@ def test_stats_and_resolved_config(tmp_path, tiny_config_dict):
                 "level_loss_ebm", "level_init_err"):
         assert key in last, key
     assert len(last["level_f_pos"]) == 6 and sum(last["level_count"]) == 2 * 64
-    assert (tmp_path / "config.yaml").read_text().count("langevin_steps") == 2
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert resolved["train"]["langevin_steps"] == 3 and resolved["sample"]["tweedie"] is False
+    assert resolved["schedule"]["logsnr_max"] == 9.8  # defaults are filled in
     assert json.loads((tmp_path / "final.json").read_text())["iteration"] == 8
     cfg, method, state = load_run(tmp_path)
     assert state["iteration"] == 8 and method.cfg == cfg
