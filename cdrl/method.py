@@ -160,11 +160,12 @@ class CDRL:
         cond = self.ebm.condition(self.t_level[: self.T])
         f = self.ebm.energy(torch.cat([y_pos, y_neg]), gather_rows(cond, k.repeat(2)))
         f_pos, f_neg = f.chunk(2)
-        loss = (self.coef["weight"][k] * (f_neg - f_pos)).mean()
+        terms = self.coef["weight"][k] * (f_neg - f_pos)
+        loss = terms.mean()
         gnorm = self._step(loss, f, self.ebm, self.opt_ebm, self.sched_ebm, self.ebm_ema,
                            oc.grad_clip)
         return {"loss_ebm": loss.detach(), "f_pos": f_pos.detach(), "f_neg": f_neg.detach(),
-                "grad_norm_ebm": gnorm}
+                "loss_terms": terms.detach(), "grad_norm_ebm": gnorm}
 
     def _initializer_update(self, y0, y_neg) -> dict[str, torch.Tensor]:
         oc = self.cfg.train.init_optim

@@ -116,15 +116,15 @@ class _StatsWindow:
         self.iters = 0
         self.t0 = time.perf_counter()
 
-    def add(self, stats: dict, weight: torch.Tensor) -> None:
+    def add(self, stats: dict) -> None:
         k = stats["k"]
-        diff = weight[k] * (stats["f_neg"] - stats["f_pos"])
+        diff = stats.get("loss_terms", stats["f_neg"] - stats["f_pos"])
         rows = [torch.ones_like(diff), stats["f_pos"], stats["f_neg"], diff,
                 stats.get("init_err", torch.zeros_like(diff))]
         for r, vals in enumerate(rows):
             self.per_level[r].index_add_(0, k, vals.float())
         for key, val in stats.items():
-            if val.dim() == 0:
+            if val.dim() == 0:  # scalars; per-sample tensors go to the per-level rows
                 self.scalars[key] = self.scalars.get(key, 0.0) + val.float()
         self.iters += 1
 
@@ -231,7 +231,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress) -> dict:
                 except DivergenceError as err:
                     _mark_divergence(run_dir, it, err)
                     raise
-                window.add(stats, method.coef["weight"])
+                window.add(stats)
                 it += 1
                 bar.update(1)
                 if it % tc.log_every == 0 or it == total:
