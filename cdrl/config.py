@@ -65,6 +65,8 @@ class EBMConfig:
     leak: float = 0.2                   # LeakyReLU slope
     zero_init_conv2: bool = False       # image only: DRL zero-initialises each block's conv2
     head_bias: bool = False             # image only: DRL's output dense has a bias
+    conv2_sn_mode: Literal["full", "down"] | None = None  # image only: DRL 'down' (None: sn_mode)
+    temb_proj_act: bool = True          # image only: LReLU on the block's level bias (DRL: off)
 
 
 @dataclass

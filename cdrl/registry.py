@@ -20,7 +20,20 @@ def register_method(name: str, cls: type) -> None:
     METHODS[name] = cls
 
 
+# Baseline modules register themselves on import (``baselines/<name>.py``).
+BASELINE_MODULES = ("drl",)
+
+
+def _load_baselines() -> None:
+    import importlib
+
+    for name in BASELINE_MODULES:
+        importlib.import_module(f"baselines.{name}")
+
+
 def build_method(cfg: Config, data_shape: tuple[int, ...], device: torch.device):
+    if cfg.method not in METHODS:
+        _load_baselines()
     if cfg.method not in METHODS:
         raise ConfigError(f"method: unknown method {cfg.method!r}; known: {sorted(METHODS)}")
     return METHODS[cfg.method](cfg, data_shape, device)

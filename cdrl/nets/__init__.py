@@ -31,7 +31,8 @@ def build_ebm(cfg: EBMConfig, data_shape: tuple[int, ...], num_classes: int = 0)
                     blocks_per_level=cfg.blocks_per_level, temb_dim=cfg.temb_dim,
                     emb_in_dim=cfg.emb_in_dim, spectral_norm=cfg.spectral_norm,
                     sn_mode=cfg.sn_mode, num_classes=num_classes, leak=cfg.leak,
-                    zero_init_conv2=cfg.zero_init_conv2, head_bias=cfg.head_bias)
+                    zero_init_conv2=cfg.zero_init_conv2, head_bias=cfg.head_bias,
+                    conv2_sn_mode=cfg.conv2_sn_mode, temb_proj_act=cfg.temb_proj_act)
 
 
 def build_initializer(cfg: InitializerConfig, data_shape: tuple[int, ...],
