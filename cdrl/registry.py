@@ -21,7 +21,7 @@ def register_method(name: str, cls: type) -> None:
 
 
 # Baseline modules register themselves on import (``baselines/<name>.py``).
-BASELINE_MODULES = ("drl",)
+BASELINE_MODULES = ("drl", "short_run", "coopnets", "replay_buffer")
 
 
 def _load_baselines() -> None:

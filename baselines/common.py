@@ -1,0 +1,227 @@
+"""Shared pieces of the single-EBM baselines (short-run MCMC, CoopNets, replay buffer).
+
+Each baseline learns one unconditional EBM ``F(x)`` (a negative energy: higher = more likely):
+the ``ebm`` network of the config evaluated at the constant time input ``t = 0``. Its sampler
+runs in data space (``baseline:`` section of the config)::
+
+    x <- clamp(x + step_size * grad_x F(x) + noise_std * eps),   eps ~ N(0, I)
+
+(clamp to ``[-clamp, clamp]``; ``clamp = 0`` disables it). With ``noise_std = sqrt(2 step_size)``
+this is unadjusted Langevin on ``p(x) ~ exp(F(x))``; in general it targets
+``exp(F / temperature)`` with ``temperature = noise_std^2 / (2 step_size)`` (step size and noise
+are decoupled, as in Nijkamp et al. 2019 and Du & Mordatch 2019).
+
+The EBM update is contrastive maximum likelihood with Du & Mordatch's optional regulariser::
+
+    loss = mean(F(x_neg) - F(x_pos) + energy_reg * (F(x_pos)^2 + F(x_neg)^2))
+
+run like ``CDRL._ebm_update``: spectral-norm vectors refreshed once per iteration before the
+chain, the chain under frozen normalised weights, the loss pass in eval mode, clip, Adam step,
+warm-up step, EMA. ``SingleEBM`` holds all of this; the three baselines subclass it and only
+choose where chains start and what they keep between iterations.
+
+Randomness: training draws from torch's global RNG, sampling from the ``generator`` argument
+(a ``torch.Generator`` or ``PerImageNoise``) through ``cdrl.sampler.randn``, so checkpoints
+resume bit-exactly and ``cdrl sample`` gives per-image reproducible samples. Uniform chain starts
+are made from normals (``U = s * erf(z / sqrt 2)`` is exactly uniform on ``(-s, s)``), because
+``PerImageNoise`` streams are normal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from cdrl.config import Config
+from cdrl.method import DivergenceError
+from cdrl.nets import build_ebm
+from cdrl.nets.layers import frozen_spectral_norm, gather_rows, power_iteration_
+from cdrl.optim import EMA, build_optimizer
+from cdrl.sampler import Noise, energy_grad_fn, randn
+
+__all__ = ["SingleEBM", "data_langevin", "chain_start", "clip_grad"]
+
+
+def data_langevin(grad_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  n_steps: int, step_size: float, noise_std: float, clamp: float = 0.0,
+                  generator: Noise = None) -> torch.Tensor:
+    """``n_steps`` of ``x <- clamp(x + step_size * grad F(x) + noise_std * eps)``; detached."""
+    x = x.detach()
+    for _ in range(n_steps):
+        x = x + step_size * grad_fn(x)
+        if noise_std > 0:
+            x = x + noise_std * randn(x.shape, x, generator)
+        if clamp > 0:
+            x = x.clamp(-clamp, clamp)
+    return x
+
+
+def chain_start(shape, kind: str, scale: float, device: torch.device,
+                generator: Noise = None) -> torch.Tensor:
+    """Noise chain starts: ``U(-scale, scale)`` (from normals, see module docstring) or
+    ``N(0, scale^2)``."""
+    z = randn(shape, None, generator, device)
+    if kind == "uniform":
+        return scale * torch.erf(z / math.sqrt(2.0))
+    return scale * z
+
+
+def clip_grad(params, max_norm: float) -> torch.Tensor:
+    """Global gradient L2 norm, clipped to ``max_norm`` when it is positive."""
+    params = [p for p in params if p.grad is not None]
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+
+
+class SingleEBM:
+    """One unconditional EBM with its Adam, warm-up and EMA; the CDRL method interface.
+
+    Subclasses implement ``train_step`` and may override ``_chain_start`` (sampling starts) and
+    ``_extra_state`` / ``_load_extra_state`` (what they keep between iterations).
+    ``T = 1``: the trainer logs everything as level 0, and ``sample(..., return_levels=True)``
+    returns ``[x_start, x_final]``.
+    """
+
+    T = 1
+
+    def __init__(self, cfg: Config, data_shape: tuple[int, ...], device: torch.device,
+                 num_classes: int = 0) -> None:
+        if num_classes:
+            raise ValueError("the single-EBM baselines are unconditional (num_classes = 0)")
+        self.cfg = cfg
+        self.device = device
+        self.data_shape = tuple(data_shape)
+        self.initializer = None
+        self.ebm = build_ebm(cfg.ebm, self.data_shape).to(device)
+        oc = cfg.train.ebm_optim
+        self.ebm_ema = EMA(self.ebm, oc.ema_decay, cfg.train.ema_ramp)
+        self.opt_ebm, self.sched_ebm = build_optimizer(self.ebm.parameters(), oc)
+        self._level_view()
+
+    def _level_view(self) -> None:
+        """The one-level quantities ``cdrl.ood`` and ``cdrl.plots`` read from a method: time
+        input 0, no noise, no input scaling, and the sampler's temperature in place of s^2."""
+        bc = self.cfg.baseline
+        f32 = dict(dtype=torch.float32, device=self.device)
+        self.t_level = torch.zeros(1, **f32)
+        self.sqrt_ab = torch.ones(1, **f32)
+        self.sigma_bar = torch.zeros(1, **f32)
+        temperature = bc.noise_std**2 / (2 * bc.step_size) if bc.step_size > 0 else 1.0
+        self.coef = {"sqrt_m": torch.ones(1, **f32),
+                     "step_size_sq": torch.tensor([temperature], **f32)}
+
+    def _per_sample(self, name: str, k: torch.Tensor) -> torch.Tensor:
+        return self.coef[name][k].view(-1, *([1] * len(self.data_shape)))
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"ebm": self.ebm}
+
+    # ----------------------------------------------------------------------------- pieces
+    def _cond(self, ebm: nn.Module, n: int):
+        """The EBM's conditioning at ``t = 0``, one row per sample."""
+        zeros = torch.zeros(n, dtype=torch.long, device=self.device)
+        return gather_rows(ebm.condition(self.t_level), zeros)
+
+    def init_noise(self, n: int, generator: Noise = None) -> torch.Tensor:
+        bc = self.cfg.baseline
+        return chain_start((n, *self.data_shape), bc.init, bc.init_scale, self.device, generator)
+
+    def langevin(self, ebm: nn.Module, x: torch.Tensor, n_steps: int, generator: Noise = None,
+                 noise_scale: float = 1.0) -> torch.Tensor:
+        """``n_steps`` data-space Langevin steps on ``ebm`` with frozen normalised weights."""
+        bc = self.cfg.baseline
+        if n_steps == 0:
+            return x.detach()
+        with frozen_spectral_norm(ebm):
+            with torch.no_grad():
+                cond = self._cond(ebm, x.shape[0])
+            if hasattr(ebm, "langevin_grad"):
+                grad = ebm.langevin_grad(cond)
+            else:
+                grad = energy_grad_fn(lambda y: ebm.energy(y, cond))
+            return data_langevin(grad, x, n_steps, bc.step_size, noise_scale * bc.noise_std,
+                                 bc.clamp, generator)
+
+    def ebm_update(self, x_pos: torch.Tensor, x_neg: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Contrastive loss with the energy regulariser; one optimizer step (see docstring)."""
+        self.ebm.eval()  # SN vectors were refreshed before the chain; no second power iteration
+        f = self.ebm.energy(torch.cat([x_pos, x_neg]), self._cond(self.ebm, 2 * x_pos.shape[0]))
+        f_pos, f_neg = f.chunk(2)
+        terms = f_neg - f_pos + self.cfg.baseline.energy_reg * (f_pos.pow(2) + f_neg.pow(2))
+        loss = terms.mean()
+        gnorm = self.optimizer_step(loss, f, self.ebm, self.opt_ebm, self.sched_ebm,
+                                    self.ebm_ema, self.cfg.train.ebm_optim.grad_clip)
+        return {"loss_ebm": loss.detach(), "f_pos": f_pos.detach(), "f_neg": f_neg.detach(),
+                "loss_terms": terms.detach(), "grad_norm_ebm": gnorm,
+                "k": torch.zeros(x_pos.shape[0], dtype=torch.long, device=self.device)}
+
+    def optimizer_step(self, loss, values, model, opt, sched, ema, clip: float) -> torch.Tensor:
+        """Backward, clip, divergence check, optimizer step, warm-up step, EMA update."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = clip_grad(model.parameters(), clip)
+        self._guard(loss, values, gnorm)
+        opt.step()
+        sched.step()
+        ema.update(model)
+        return gnorm
+
+    def _guard(self, loss, values, gnorm) -> None:
+        bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | ~torch.isfinite(values).all()
+        big = values.detach().abs().max() > self.cfg.train.max_abs_energy
+        if bool(bad | big):
+            raise DivergenceError(
+                f"non-finite or exploding values (loss={float(loss.detach()):.4g}, grad norm="
+                f"{float(gnorm):.4g}, max |values|={float(values.detach().abs().max()):.4g}); "
+                "lower the learning rate or step size, keep spectral norm and clipping on, or "
+                "resume from the last good checkpoint with another seed")
+
+    def _prepare_chain(self) -> None:
+        """Training mode and one spectral-norm power iteration, before this iteration's chain."""
+        self.ebm.train()
+        power_iteration_(self.ebm)
+
+    # ----------------------------------------------------------------------------- sampling
+    def _chain_start(self, n: int, generator: Noise, use_ema: bool,
+                     noise: torch.Tensor | None) -> torch.Tensor:
+        """Where sampling chains start: noise (``noise``, if given, is the start itself)."""
+        return noise.to(self.device) if noise is not None else self.init_noise(n, generator)
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int | None = None, generator: Noise = None,
+               use_ema: bool | None = None, return_levels: bool = False,
+               noise: torch.Tensor | None = None):
+        """``steps`` (default ``sample.langevin_steps``) Langevin steps from the chain start.
+
+        Returns the final samples, and with ``return_levels`` also ``[x_start, x_final]``.
+        """
+        sc = self.cfg.sample
+        steps = sc.langevin_steps if steps is None else steps
+        use_ema = sc.use_ema if use_ema is None else use_ema
+        ebm = (self.ebm_ema.model if use_ema else self.ebm).eval()
+        x0 = self._chain_start(n, generator, use_ema, noise)
+        x = self.langevin(ebm, x0, steps, generator, sc.noise_scale)
+        return (x, [x0, x]) if return_levels else x
+
+    # ----------------------------------------------------------------------------- state
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"ebm": self.ebm.state_dict(), "ebm_ema": self.ebm_ema.state_dict(),
+                "opt_ebm": self.opt_ebm.state_dict(), "sched_ebm": self.sched_ebm.state_dict(),
+                **self._extra_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ebm.load_state_dict(state["ebm"])
+        self.ebm_ema.load_state_dict(state["ebm_ema"])
+        self.opt_ebm.load_state_dict(state["opt_ebm"])
+        self.sched_ebm.load_state_dict(state["sched_ebm"])
+        self._load_extra_state(state)

@@ -1,0 +1,157 @@
+"""Single-EBM baselines: known-answer Langevin, training, exact resume, sampling, CLI.
+
+    .venv/bin/python -m pytest -q tests/test_single_ebm_baselines.py
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import baselines.coopnets  # noqa: F401  (registers "coopnets")
+import baselines.replay_buffer  # noqa: F401  (registers "replay_buffer")
+import baselines.short_run  # noqa: F401  (registers "short_run")
+from baselines.common import chain_start, data_langevin
+from cdrl.checkpoint import load_latest
+from cdrl.cli import generate
+from cdrl.cli import main as cli_main
+from cdrl.config import config_from_dict
+from cdrl.registry import METHODS
+from cdrl.sampler import energy_grad_fn
+from cdrl.trainer import load_run, train
+
+METHOD_NAMES = ["short_run", "coopnets", "replay_buffer"]
+
+TOY_BASELINE = {"langevin_steps": 3, "step_size": 0.05, "noise_std": 0.3, "clamp": 0.0,
+                "init": "uniform", "init_scale": 8.0, "buffer_size": 256, "reinit_prob": 0.2,
+                "energy_reg": 0.1, "latent_dim": 4, "generator_width": 16,
+                "generator_lr": 1e-3}
+
+
+@pytest.fixture
+def toy_config(tiny_config_dict):
+    return lambda name: config_from_dict(tiny_config_dict(
+        method=name, initializer={"arch": "none"}, baseline=TOY_BASELINE))
+
+
+def _flat(obj, prefix="", out=None):
+    out = {} if out is None else out
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flat(v, f"{prefix}/{k}", out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _flat(v, f"{prefix}/{i}", out)
+    else:
+        out[prefix] = obj
+    return out
+
+
+def test_data_langevin_gaussian_known_answer():
+    """F = -|x - mu|^2 / (2 tau^2), noise sqrt(2h): ULA's law N(mu, tau^2 / (1 - h / (2 tau^2)))."""
+    torch.manual_seed(0)
+    n, mu, tau2, h = 40_000, 1.5, 0.5, 0.05
+    grad = energy_grad_fn(lambda x: -(x - mu).pow(2).sum(1) / (2 * tau2))
+    x = data_langevin(grad, torch.zeros(n, 1), 300, h, math.sqrt(2 * h))
+    var = tau2 / (1 - h / (2 * tau2))
+    assert abs(x.mean().item() - mu) < 4 * math.sqrt(var / n)
+    assert abs(x.var().item() / var - 1) < 0.03
+
+
+def test_uniform_chain_start_from_normals():
+    x = chain_start((50_000, 1), "uniform", 2.0, torch.device("cpu"),
+                    torch.Generator().manual_seed(0))
+    assert x.abs().max() < 2.0
+    assert abs(x.mean().item()) < 0.02 and abs(x.var().item() / (4.0 / 3) - 1) < 0.02
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_resume_is_bit_exact(tmp_path, toy_config, name):
+    cfg = toy_config(name)
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "resumed", max_iters=4, progress=False)
+    train(cfg, tmp_path / "resumed", progress=False)
+    a, b = (_flat({k: s[k] for k in ("method", "rng", "iteration")})
+            for s in (load_latest(tmp_path / d) for d in ("straight", "resumed")))
+    assert a.keys() == b.keys() and len(a) > 20
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+    lines = [json.loads(ln) for ln in (tmp_path / "straight/stats.jsonl").read_text().split("\n")
+             if ln]
+    assert len(lines) == 4 and all(math.isfinite(ln["loss_ebm"]) for ln in lines)
+    assert lines[-1]["level_count"] == [2 * 64]
+    if name == "coopnets":
+        assert "loss_gen" in lines[-1] and lines[-1]["level_init_err"][0] > 0
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_sample_and_cli_generate(tmp_path, toy_config, name):
+    cfg = toy_config(name)
+    run = tmp_path / "run"
+    train(cfg, run, max_iters=2, progress=False)
+    _, method, _ = load_run(run)
+    x, levels = method.sample(10, generator=torch.Generator().manual_seed(1),
+                              return_levels=True)
+    assert x.shape == (10, 2) and torch.isfinite(x).all() and len(levels) == 2
+    assert torch.equal(levels[-1], x) and not torch.equal(levels[0], x)
+    x_all, lv, meta = generate(run, 0, 6, None, seed=5)
+    x_part, _, _ = generate(run, 3, 3, None, seed=5, batch_size=2)
+    assert x_all.shape == (6, 2) and lv.shape == (2, 6, 2) and meta["method"] == name
+    assert torch.equal(x_all[3:], x_part)  # image i depends only on (seed, i)
+    out = tmp_path / "s.npz"
+    assert cli_main(["sample", "--run-dir", str(run), "--num", "4", "--out", str(out),
+                     "--steps", "2"]) == 0
+    with np.load(out) as npz:
+        assert npz["x"].shape == (4, 2) and np.isfinite(npz["x"]).all()
+
+
+def test_replay_buffer_changes_and_is_restored(tmp_path, toy_config):
+    cfg = toy_config("replay_buffer")
+    method = METHODS["replay_buffer"](cfg, (2,), torch.device("cpu"))
+    before = method.buffer.clone()
+    method.train_step(torch.randn(64, 2))
+    changed = (method.buffer != before).any(1)
+    assert int(changed.sum()) == 64  # exactly the batch's slots were written back
+    run = tmp_path / "run"
+    train(cfg, run, max_iters=4, progress=False)
+    saved = load_latest(run)["method"]["buffer"]
+    _, restored, _ = load_run(run)
+    assert torch.equal(restored.buffer, saved) and restored.buffer.shape == (256, 2)
+    restored.train_step(torch.randn(64, 2))
+    assert not torch.equal(restored.buffer, saved)
+    assert torch.equal(load_latest(run)["method"]["buffer"], saved)  # checkpoint not aliased
+
+
+def test_sampler_noise_argument_and_no_steps(toy_config):
+    for name in METHOD_NAMES:
+        method = METHODS[name](toy_config(name), (2,), torch.device("cpu"))
+        start = torch.randn(5, 4 if name == "coopnets" else 2)
+        x, levels = method.sample(5, steps=0, noise=start, return_levels=True)
+        assert torch.equal(x, levels[0]) and x.shape == (5, 2)
+        if name != "coopnets":
+            assert torch.equal(x, start)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_digits_image_run(tmp_path, name):
+    cfg = config_from_dict({
+        "method": name, "seed": 0, "device": "cpu",
+        "data": {"name": "digits16", "flip": False},
+        "ebm": {"arch": "image", "width": 8, "ch_mult": [1, 2], "blocks_per_level": 1,
+                "emb_in_dim": 16, "temb_dim": 32},
+        "initializer": {"arch": "none"},
+        "train": {"iterations": 2, "batch_size": 8, "log_every": 1, "ckpt_every": 2,
+                  "ebm_optim": {"lr": 1e-4, "warmup_iters": 2}},
+        "sample": {"langevin_steps": 2, "batch_size": 4},
+        "baseline": {"langevin_steps": 2, "buffer_size": 16, "latent_dim": 8,
+                     "generator_width": 8}})
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    x, lv, _ = generate(run, 0, 3, None, seed=1)
+    assert x.shape == (3, 1, 16, 16) and lv.shape == (2, 3, 1, 16, 16)
+    assert torch.isfinite(x).all() and x.abs().max() <= 1.0
