@@ -2,7 +2,7 @@
 Generator Networks", TPAMI; CoopNets).
 
 A generator ``G(z)``, ``z ~ N(0, I_{latent_dim})``, proposes; the EBM ("descriptor") revises
-the proposals with ``K = baseline.langevin_steps`` data-space Langevin steps
+the proposals with ``K = train.langevin_steps`` data-space Langevin steps
 (``baselines.common``); the EBM learns contrastively on the revised samples
 ``mean(F(x_rev) - F(x_pos))`` (+ optional ``energy_reg``), and the generator learns to
 reproduce the revision: ``mean_batch sum_dims (G(z) - x_rev)^2`` with the same ``z`` (Adam,
@@ -115,7 +115,7 @@ class CoopNets(SingleEBM):
         self.generator.train()
         x_gen = self.generator(z)
         self._prepare_chain()
-        x_rev = self.langevin(self.ebm, x_gen.detach(), self.cfg.baseline.langevin_steps)
+        x_rev = self.langevin(self.ebm, x_gen.detach(), self.cfg.train.langevin_steps)
         stats = self.ebm_update(x, x_rev)
         # The target was revised by the EBM before this iteration's EBM step (as in CDRL).
         err = (x_gen - x_rev).pow(2).flatten(1).sum(1)

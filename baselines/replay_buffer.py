@@ -6,7 +6,7 @@ method's state (and of every checkpoint, so resume is exact). Each iteration:
 
 1. draw ``B`` distinct slots at random (``torch.randperm``; distinct so that writing back is
    well defined), restart each chain from noise with probability ``baseline.reinit_prob``;
-2. run ``K = baseline.langevin_steps`` data-space Langevin steps (``baselines.common``) on the
+2. run ``K = train.langevin_steps`` data-space Langevin steps (``baselines.common``) on the
    current EBM and write the results back into the same slots;
 3. EBM loss ``mean(F(x_neg) - F(x_pos) + energy_reg * (F(x_pos)^2 + F(x_neg)^2))`` (the paper
    uses ``energy_reg = 1``).
@@ -54,7 +54,7 @@ class ReplayBufferEBM(SingleEBM):
         mask = restart.view(-1, *([1] * len(self.data_shape)))
         x0 = torch.where(mask, fresh, self.buffer[slots])
         self._prepare_chain()
-        x_neg = self.langevin(self.ebm, x0, bc.langevin_steps)
+        x_neg = self.langevin(self.ebm, x0, self.cfg.train.langevin_steps)
         self.buffer[slots] = x_neg
         stats = self.ebm_update(x, x_neg)
         stats["restart_frac"] = restart.float().mean()

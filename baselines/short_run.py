@@ -2,12 +2,12 @@
 short-run MCMC toward energy-based model").
 
 Every training chain starts from noise (``baseline.init``: ``U(-s, s)`` as in the paper, or
-``N(0, s^2)``), runs ``K = baseline.langevin_steps`` data-space Langevin steps on the current
+``N(0, s^2)``), runs ``K = train.langevin_steps`` data-space Langevin steps on the current
 EBM (``baselines.common``), and is thrown away: no persistence, no diffusion, no initializer.
 The EBM loss is ``mean(F(x_neg) - F(x_pos))`` (plus ``energy_reg`` times the squared energies,
 0 by default, which the paper does not use). The learned model is the K-step sampler itself,
 so sampling runs the same kind of chain from noise (``sample.langevin_steps`` steps; set it
-equal to ``baseline.langevin_steps`` to sample exactly as trained).
+equal to ``train.langevin_steps`` to sample exactly as trained).
 
     cdrl train --config CONFIG_WITH_method_short_run.yaml --run-dir results/runs/short_run
 
@@ -34,7 +34,7 @@ class ShortRunEBM(SingleEBM):
         """Noise -> K Langevin steps -> contrastive update."""
         x0 = self.init_noise(x.shape[0])
         self._prepare_chain()
-        x_neg = self.langevin(self.ebm, x0, self.cfg.baseline.langevin_steps)
+        x_neg = self.langevin(self.ebm, x0, self.cfg.train.langevin_steps)
         return self.ebm_update(x, x_neg)
 
 

@@ -130,7 +130,6 @@ class BaselineConfig:
     the ``ebm`` network at a fixed time input of 0; their sampler runs in data space:
     ``x <- x + step_size * grad F(x) + noise_std * eps`` (F = negative energy), optionally clamped."""
 
-    langevin_steps: int = 60            # K per chain (training and sampling)
     step_size: float = 10.0             # gradient multiplier (Du & Mordatch use 10 on images)
     noise_std: float = 0.005
     clamp: float = 1.0                  # clamp samples to [-clamp, clamp]; 0 disables (toys)

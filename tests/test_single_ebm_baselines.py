@@ -24,7 +24,7 @@ from cdrl.trainer import load_run, train
 
 METHOD_NAMES = ["short_run", "coopnets", "replay_buffer"]
 
-TOY_BASELINE = {"langevin_steps": 3, "step_size": 0.05, "noise_std": 0.3, "clamp": 0.0,
+TOY_BASELINE = {"step_size": 0.05, "noise_std": 0.3, "clamp": 0.0,
                 "init": "uniform", "init_scale": 8.0, "buffer_size": 256, "reinit_prob": 0.2,
                 "energy_reg": 0.1, "latent_dim": 4, "generator_width": 16,
                 "generator_lr": 1e-3}
@@ -146,9 +146,10 @@ def test_digits_image_run(tmp_path, name):
                 "emb_in_dim": 16, "temb_dim": 32},
         "initializer": {"arch": "none"},
         "train": {"iterations": 2, "batch_size": 8, "log_every": 1, "ckpt_every": 2,
+                  "langevin_steps": 2,
                   "ebm_optim": {"lr": 1e-4, "warmup_iters": 2}},
         "sample": {"langevin_steps": 2, "batch_size": 4},
-        "baseline": {"langevin_steps": 2, "buffer_size": 16, "latent_dim": 8,
+        "baseline": {"buffer_size": 16, "latent_dim": 8,
                      "generator_width": 8}})
     run = tmp_path / "run"
     train(cfg, run, progress=False)
