@@ -9,7 +9,7 @@ reproduce the revision: ``mean_batch sum_dims (G(z) - x_rev)^2`` with the same `
 ``baseline.generator_lr``, otherwise the EBM's optimizer settings: betas, warm-up, clipping,
 EMA decay; its own EMA is used for sampling when ``sample.use_ema``).
 
-    cdrl train --config CONFIG_WITH_method_coopnets.yaml --run-dir results/runs/coopnets
+    cdrl train --config workflow/config/experiments/coopnets_digits.yaml --run-dir results/runs/coopnets
 
 Differences from the paper:
 

@@ -11,7 +11,8 @@ method's state (and of every checkpoint, so resume is exact). Each iteration:
 3. EBM loss ``mean(F(x_neg) - F(x_pos) + energy_reg * (F(x_pos)^2 + F(x_neg)^2))`` (the paper
    uses ``energy_reg = 1``).
 
-    cdrl train --config CONFIG_WITH_method_replay_buffer.yaml --run-dir results/runs/replay
+    cdrl train --config workflow/config/experiments/replay_buffer_digits.yaml \
+        --run-dir results/runs/replay_buffer
 
 Differences from the paper: the EBM is this project's ``ebm`` network (spectral norm, time
 input 0) with the project's Adam, warm-up, clipping and EMA; the paper's replay buffer grows

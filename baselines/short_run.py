@@ -9,7 +9,7 @@ The EBM loss is ``mean(F(x_neg) - F(x_pos))`` (plus ``energy_reg`` times the squ
 so sampling runs the same kind of chain from noise (``sample.langevin_steps`` steps; set it
 equal to ``train.langevin_steps`` to sample exactly as trained).
 
-    cdrl train --config CONFIG_WITH_method_short_run.yaml --run-dir results/runs/short_run
+    cdrl train --config workflow/config/experiments/short_run_digits.yaml --run-dir results/runs/short_run
 
 Differences from the paper: the EBM is this project's ``ebm`` network (spectral norm and time
 input 0) rather than the paper's plain ConvNet, trained with the project's Adam, warm-up,
