@@ -36,13 +36,12 @@ import torch
 from torch import nn
 
 from cdrl.config import Config
-from cdrl.method import DivergenceError
 from cdrl.nets import build_ebm
 from cdrl.nets.layers import frozen_spectral_norm, gather_rows, power_iteration_
-from cdrl.optim import EMA, build_optimizer
+from cdrl.optim import EMA, build_optimizer, optimizer_step
 from cdrl.sampler import Noise, energy_grad_fn, randn
 
-__all__ = ["SingleEBM", "data_langevin", "chain_start", "clip_grad"]
+__all__ = ["SingleEBM", "data_langevin", "chain_start"]
 
 
 def data_langevin(grad_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -67,14 +66,6 @@ def chain_start(shape, kind: str, scale: float, device: torch.device,
     if kind == "uniform":
         return scale * torch.erf(z / math.sqrt(2.0))
     return scale * z
-
-
-def clip_grad(params, max_norm: float) -> torch.Tensor:
-    """Global gradient L2 norm, clipped to ``max_norm`` when it is positive."""
-    params = [p for p in params if p.grad is not None]
-    if max_norm > 0:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
 
 
 class SingleEBM:
@@ -160,25 +151,8 @@ class SingleEBM:
                 "k": torch.zeros(x_pos.shape[0], dtype=torch.long, device=self.device)}
 
     def optimizer_step(self, loss, values, model, opt, sched, ema, clip: float) -> torch.Tensor:
-        """Backward, clip, divergence check, optimizer step, warm-up step, EMA update."""
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = clip_grad(model.parameters(), clip)
-        self._guard(loss, values, gnorm)
-        opt.step()
-        sched.step()
-        ema.update(model)
-        return gnorm
-
-    def _guard(self, loss, values, gnorm) -> None:
-        bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | ~torch.isfinite(values).all()
-        big = values.detach().abs().max() > self.cfg.train.max_abs_energy
-        if bool(bad | big):
-            raise DivergenceError(
-                f"non-finite or exploding values (loss={float(loss.detach()):.4g}, grad norm="
-                f"{float(gnorm):.4g}, max |values|={float(values.detach().abs().max()):.4g}); "
-                "lower the learning rate or step size, keep spectral norm and clipping on, or "
-                "resume from the last good checkpoint with another seed")
+        return optimizer_step(loss, values, model, opt, sched, ema, clip,
+                              self.cfg.train.max_abs_energy)
 
     def _prepare_chain(self) -> None:
         """Training mode and one spectral-norm power iteration, before this iteration's chain."""

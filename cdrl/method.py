@@ -29,15 +29,11 @@ from torch import nn
 from .config import Config
 from .nets import build_ebm, build_initializer
 from .nets.layers import frozen_spectral_norm, gather_rows, logsnr_to_time, power_iteration_
-from .optim import EMA, build_optimizer
+from .optim import EMA, DivergenceError, build_optimizer, optimizer_step
 from .sampler import Noise, energy_grad_fn, randn, recovery_langevin
 from .schedule import make_schedule
 
 __all__ = ["CDRL", "DivergenceError"]
-
-
-class DivergenceError(RuntimeError):
-    """Training produced a non-finite or exploding value (the run stops, nothing is saved)."""
 
 
 class CDRL:
@@ -176,25 +172,8 @@ class CDRL:
         return {"loss_init": loss.detach(), "init_err": err.detach(), "grad_norm_init": gnorm}
 
     def _step(self, loss, values, model, opt, sched, ema, clip: float) -> torch.Tensor:
-        """Backward, clip, check, optimizer step, warm-up step, EMA update; returns the norm."""
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = _clip(model.parameters(), clip)
-        self._guard(loss, values, gnorm)
-        opt.step()
-        sched.step()
-        ema.update(model)
-        return gnorm
-
-    def _guard(self, loss, values, gnorm) -> None:
-        bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | ~torch.isfinite(values).all()
-        big = values.detach().abs().max() > self.cfg.train.max_abs_energy
-        if bool(bad | big):
-            raise DivergenceError(
-                f"non-finite or exploding values (loss={float(loss.detach()):.4g}, grad norm="
-                f"{float(gnorm):.4g}, max |F|={float(values.detach().abs().max()):.4g}); "
-                "lower the learning rate, keep spectral norm and clipping on, or resume from the "
-                "last good checkpoint with another seed")
+        return optimizer_step(loss, values, model, opt, sched, ema, clip,
+                              self.cfg.train.max_abs_energy)
 
     # ----------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -262,10 +241,3 @@ class CDRL:
             self.init_ema.load_state_dict(state["init_ema"])
             self.opt_init.load_state_dict(state["opt_init"])
             self.sched_init.load_state_dict(state["sched_init"])
-
-
-def _clip(params, max_norm: float) -> torch.Tensor:
-    params = [p for p in params if p.grad is not None]
-    if max_norm > 0:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))

@@ -10,7 +10,7 @@ from torch import nn
 
 from .config import OptimConfig
 
-__all__ = ["WarmUp", "EMA", "build_optimizer"]
+__all__ = ["WarmUp", "EMA", "build_optimizer", "clip_grad", "optimizer_step", "DivergenceError"]
 
 
 class WarmUp:
@@ -73,3 +73,41 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.num_updates = int(state["num_updates"])
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite or exploding value (the run stops, nothing is saved)."""
+
+
+def clip_grad(params, max_norm: float) -> torch.Tensor:
+    """Global gradient L2 norm, clipped to ``max_norm`` when it is positive."""
+    params = [p for p in params if p.grad is not None]
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+
+
+def _guard(loss, values, gnorm, max_abs: float) -> None:
+    """Stop on a non-finite loss or gradient, or values beyond ``max_abs`` (train.max_abs_energy)."""
+    bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | ~torch.isfinite(values).all()
+    big = values.detach().abs().max() > max_abs
+    if bool(bad | big):
+        raise DivergenceError(
+            f"non-finite or exploding values (loss={float(loss.detach()):.4g}, grad norm="
+            f"{float(gnorm):.4g}, max |values|={float(values.detach().abs().max()):.4g}); "
+            "lower the learning rate or step size, keep spectral norm and clipping on, or "
+            "resume from the last good checkpoint with another seed")
+
+
+def optimizer_step(loss, values, model: nn.Module, opt, sched, ema: EMA, clip: float,
+                   max_abs: float) -> torch.Tensor:
+    """Backward, clip, divergence check, optimizer step, warm-up step, EMA update; returns the
+    gradient norm. Nothing is updated when the check fails."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = clip_grad(model.parameters(), clip)
+    _guard(loss, values, gnorm, max_abs)
+    opt.step()
+    sched.step()
+    ema.update(model)
+    return gnorm
