@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 import yaml
+
+from cdrl.checkpoint import load_latest
 
 TINY = {
     "method": "cdrl",
@@ -66,3 +69,33 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+def _flatten(obj, prefix: str, out: dict) -> dict:
+    if isinstance(obj, dict):
+        for key, val in obj.items():
+            _flatten(val, f"{prefix}/{key}", out)
+    elif isinstance(obj, (list, tuple)):
+        for i, val in enumerate(obj):
+            _flatten(val, f"{prefix}/{i}", out)
+    else:
+        out[prefix] = obj
+    return out
+
+
+@pytest.fixture
+def assert_same_checkpoint():
+    """Compare the newest checkpoints of two run directories on every tensor and value of the
+    state (method, RNG, iteration): the resume-equivalence check."""
+
+    def check(dir_a, dir_b, min_entries: int = 20) -> None:
+        a, b = (_flatten({key: load_latest(d)[key] for key in ("method", "rng", "iteration")},
+                         "", {}) for d in (dir_a, dir_b))
+        assert a.keys() == b.keys() and len(a) > min_entries
+        for key in a:
+            if isinstance(a[key], torch.Tensor):
+                assert torch.equal(a[key], b[key]), key
+            else:
+                assert a[key] == b[key], key
+
+    return check
