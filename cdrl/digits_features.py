@@ -146,8 +146,8 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
                 f"digits CNN weights not found at {feature_extractor_weights_path}; create them "
                 "with cdrl.digits_features.ensure_digits_weights(path)")
         self.net = DigitsCNN()
-        self.net.load_state_dict(torch.load(feature_extractor_weights_path, map_location="cpu",
-                                            weights_only=True))
+        state = torch.load(feature_extractor_weights_path, weights_only=True, map_location="cpu")
+        self.net.load_state_dict(state)
         self.requires_grad_(False)
         self.eval()
 
