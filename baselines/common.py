@@ -39,7 +39,7 @@ from cdrl.config import Config
 from cdrl.nets import build_ebm
 from cdrl.nets.layers import frozen_spectral_norm, gather_rows, power_iteration_
 from cdrl.optim import EMA, build_optimizer, optimizer_step
-from cdrl.sampler import Noise, energy_grad_fn, randn
+from cdrl.sampler import Noise, ebm_grad_fn, randn
 
 __all__ = ["SingleEBM", "data_langevin", "chain_start"]
 
@@ -130,10 +130,7 @@ class SingleEBM:
         with frozen_spectral_norm(ebm):
             with torch.no_grad():
                 cond = self._cond(ebm, x.shape[0])
-            if hasattr(ebm, "langevin_grad"):
-                grad = ebm.langevin_grad(cond)
-            else:
-                grad = energy_grad_fn(lambda y: ebm.energy(y, cond))
+            grad = ebm_grad_fn(ebm, cond)
             return data_langevin(grad, x, n_steps, bc.step_size, noise_scale * bc.noise_std,
                                  bc.clamp, generator)
 

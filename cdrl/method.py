@@ -30,7 +30,7 @@ from .config import Config
 from .nets import build_ebm, build_initializer
 from .nets.layers import frozen_spectral_norm, gather_rows, logsnr_to_time, power_iteration_
 from .optim import EMA, DivergenceError, build_optimizer, optimizer_step
-from .sampler import Noise, energy_grad_fn, randn, recovery_langevin
+from .sampler import Noise, ebm_grad_fn, energy_grad_fn, randn, recovery_langevin
 from .schedule import make_schedule
 
 __all__ = ["CDRL", "DivergenceError"]
@@ -124,10 +124,7 @@ class CDRL:
         with frozen_spectral_norm(ebm):
             with torch.no_grad():
                 cond = gather_rows(ebm.condition(self.t_level[: self.T]), k)
-            if hasattr(ebm, "langevin_grad"):
-                grad = ebm.langevin_grad(cond)
-            else:
-                grad = energy_grad_fn(lambda y: ebm.energy(y, cond))
+            grad = ebm_grad_fn(ebm, cond)
             return recovery_langevin(grad, y0, x_i, self._per_sample("step_size_sq", k),
                                      self._per_sample("pull", k), n_steps, noise_scale, generator)
 

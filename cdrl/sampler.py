@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["energy_grad_fn", "recovery_langevin", "randn", "PerImageNoise", "image_seed", "Noise"]
+__all__ = ["energy_grad_fn", "ebm_grad_fn", "recovery_langevin", "randn", "PerImageNoise", "image_seed", "Noise"]
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -80,6 +80,14 @@ def energy_grad_fn(energy: Callable[[torch.Tensor], torch.Tensor]):
         return g
 
     return grad
+
+
+def ebm_grad_fn(ebm, cond):
+    """``y -> grad_y sum F(y, cond)`` for a Langevin chain: the network's hand-written gradient
+    where it has one (``ToyEBM.langevin_grad``), autograd otherwise."""
+    if hasattr(ebm, "langevin_grad"):
+        return ebm.langevin_grad(cond)
+    return energy_grad_fn(lambda y: ebm.energy(y, cond))
 
 
 def recovery_langevin(grad_fn: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor,
