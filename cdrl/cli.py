@@ -16,6 +16,7 @@ import argparse
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
@@ -38,34 +39,65 @@ def _cmd_train(args) -> int:
     cfg = load_config(args.config)
     if args.device:
         cfg.device = args.device
+    if args.replace_changed:
+        _set_aside_if_changed(Path(args.run_dir), cfg)
     result = train(cfg, args.run_dir, max_iters=args.max_iters, progress=not args.no_progress)
     print(json.dumps(result))
     return 0
 
 
+def _set_aside_if_changed(run_dir: Path, cfg) -> None:
+    """``--replace-changed``: a run directory started under another config is renamed to
+    ``<dir>.replaced-<time>`` (kept, never deleted) so this config starts afresh there."""
+    import time
+
+    from .config import config_to_dict
+    from .trainer import RunStateError, _check_same_config
+
+    try:
+        _check_same_config(run_dir, config_to_dict(cfg))
+    except RunStateError as err:
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        print(f"cdrl train: {err}; moved the old run to {aside} and starting afresh",
+              file=sys.stderr)
+
+
 def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int,
-             device: str | None = None, batch_size: int | None = None):
+             device: str | None = None, batch_size: int | None = None,
+             guidance: float | None = None, labels: str | None = None):
     """Draw images ``start .. start+count-1`` from a run's newest checkpoint.
 
     Image ``i`` uses its own noise stream seeded by ``(seed, i)`` (``PerImageNoise``), so it is
     the same whatever the batch size or sharding. Returns ``(x, levels, meta)``: final samples
     ``[count, ...]``, the chain's states per level ``[T+1, count, ...]`` (``x_T`` first, ``x_0``
-    last, before any Tweedie step), and metadata.
+    last, before any Tweedie step), and metadata. Conditional runs: image ``i``'s label also
+    depends only on ``(seed, i)`` (``cdrl.guidance.sampling_guide``), guided with weight
+    ``guidance`` (spec 6.1); the labels go to ``meta["labels"]``.
     """
     import torch
 
+    from .guidance import sampling_guide
     from .sampler import PerImageNoise
     from .trainer import load_run
 
     cfg, method, state = load_run(run_dir, device)
     batch = batch_size or cfg.sample.batch_size
-    out, levels = [], []
+    out, levels, used = [], [], []
+    t0 = time.perf_counter()  # sampling only: model loading and file writing are excluded
     for lo in range(start, start + count, batch):
         idx = range(lo, min(lo + batch, start + count))
         noise = PerImageNoise(seed, idx, method.device)
-        x, lv = method.sample(len(idx), steps=steps, generator=noise, return_levels=True)
+        guide, lab = sampling_guide(cfg, seed, idx, labels, guidance)
+        extra = {} if guide is None else {"guide": guide.to(method.device)}
+        x, lv = method.sample(len(idx), steps=steps, generator=noise, return_levels=True,
+                              **extra)
+        used += [] if lab is None else lab.tolist()
         out.append(x.cpu())
         levels.append(torch.stack(lv).cpu())
+    if method.device.type == "cuda":
+        torch.cuda.synchronize(method.device)
+    seconds = time.perf_counter() - t0
     shape = tuple(state["data_shape"])
     x = torch.cat(out) if out else torch.zeros(0, *shape)
     lv = torch.cat(levels, dim=1) if levels else torch.zeros(method.T + 1, 0, *shape)
@@ -73,7 +105,12 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
             "steps": cfg.sample.langevin_steps if steps is None else steps,
             "use_ema": cfg.sample.use_ema, "tweedie": cfg.sample.tweedie,
             "tweedie_b2": cfg.sample.tweedie_b2, "noise_scale": cfg.sample.noise_scale,
-            "method": cfg.method, "run_dir": str(run_dir)}
+            "method": cfg.method, "run_dir": str(run_dir), "batch_size": batch,
+            "seconds": seconds, "seconds_per_image": seconds / max(count, 1),
+            "device": str(method.device), "threads": torch.get_num_threads()}
+    if cfg.data.conditional:
+        meta.update(guidance=cfg.sample.guidance if guidance is None else guidance,
+                    label_spec=labels or "uniform", labels=used)
     return x, lv, meta
 
 
@@ -94,6 +131,8 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
     if out.suffix == ".npz":
         arrays = {"x": x.numpy().astype(np.float32), "meta": np.array(json.dumps(meta)),
                   "index": np.arange(meta["start"], meta["start"] + meta["count"])}
+        if "labels" in meta:  # conditional runs: condition index per image (-1: null)
+            arrays["labels"] = np.array(meta["labels"], dtype=np.int64)
         if x.dim() == 2:  # vector data: keep every level for the toy figure (small)
             arrays["levels"] = levels.numpy().astype(np.float32)
         else:
@@ -121,7 +160,7 @@ def _cmd_sample(args) -> int:
     if count is None or count < 0 or start < 0:
         raise SystemExit("give --num N (images 0..N-1) or --start S --count N, all >= 0")
     x, levels, meta = generate(Path(args.run_dir), start, count, args.steps, args.seed,
-                               args.device, args.batch_size)
+                               args.device, args.batch_size, args.guidance, args.labels)
     write_samples(Path(args.out), x, levels, meta)
     print(json.dumps(meta))
     return 0
@@ -198,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop at this total iteration (default: train.iterations)")
     t.add_argument("--device", default=None, help="override config device (cpu, cuda, ...)")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--replace-changed", action="store_true",
+                   help="if --run-dir was started under another config, rename it aside and "
+                        "start afresh (the workflow's behaviour) instead of refusing")
     t.set_defaults(func=_cmd_train)
 
     g = sub.add_parser("sample", help="draw samples from a trained run")
@@ -211,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="image i uses the stream (seed, i)")
     g.add_argument("--batch-size", type=int, default=None, help="default: sample.batch_size")
     g.add_argument("--device", default=None)
+    g.add_argument("--guidance", type=float, default=None,
+                   help="conditional runs: CFG weight w (default: sample.guidance)")
+    g.add_argument("--labels", default=None,
+                   help="conditional runs: uniform (per image from (seed, i)), a class index, "
+                        "an attribute (~ for value 0) or null; default uniform")
     g.set_defaults(func=_cmd_sample)
 
     o = sub.add_parser("ood", help="AUROC of the energy score, in-distribution vs OOD")
@@ -227,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate import add_cli as add_evaluate_cli
 
     add_evaluate_cli(sub, reference_loader=dataset_reference)
+
+    from .bench import add_cli as add_bench_cli
+
+    add_bench_cli(sub)
+
+    from .guidance import add_cli as add_guidance_cli
+
+    add_guidance_cli(sub)
 
     f = sub.add_parser("plot-toy", help="toy figure: data, density and samples per level")
     f.add_argument("--run-dir", required=True)

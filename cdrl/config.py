@@ -39,6 +39,9 @@ class DataConfig:
     split: str = "train"                # image datasets: train | test (val for ImageNet)
     flip: bool = True                   # image datasets: random horizontal flips in training
     conditional: bool = False           # feed class labels to the networks (spec 6.1)
+    condition_attributes: list[str] = field(default_factory=list)  # conditional on binary
+                                        # attributes instead of classes (celeba64, quadrants):
+                                        # condition 1 + 2j + v means "attribute j has value v"
 
 
 @dataclass
@@ -112,6 +115,7 @@ class TrainConfig:
     ckpt_every: int = 5000              # iterations per checkpoint
     keep_checkpoints: int = 2           # older checkpoints are deleted
     max_abs_energy: float = 1e8         # divergence guard threshold on |F|
+    cond_drop_prob: float = 0.1         # conditional runs: P(label -> null label 0) (spec 6.1)
 
 
 @dataclass
@@ -122,6 +126,7 @@ class SampleConfig:
     tweedie_b2: float = 2e-4            # official code's constant; 4e-4 matches the Langevin
     batch_size: int = 1000
     use_ema: bool = True
+    guidance: float = 0.0               # conditional runs: classifier-free guidance weight w (6.1)
 
 
 @dataclass
@@ -224,6 +229,10 @@ def _check_values(cfg: Config) -> None:
                      "train.iterations": cfg.train.iterations}.items():
         if val < 0:
             raise ConfigError(f"{key}: must be >= 0, got {val}")
+    if not 0.0 <= cfg.train.cond_drop_prob <= 1.0:
+        raise ConfigError(f"train.cond_drop_prob: must be in [0, 1], got {cfg.train.cond_drop_prob}")
+    if cfg.data.condition_attributes and not cfg.data.conditional:
+        raise ConfigError("data.condition_attributes: needs data.conditional: true")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
 

@@ -16,6 +16,12 @@ One training iteration (spec 3.4), written as named steps:
 Sampling (spec 5.1): ``x_T ~ N(0, I)``; for ``i = T..1`` propose, refine with K steps, map back
 ``x_{i-1} = y^K / sqrt(m_i)``; optionally one Tweedie denoising step at level 0.
 
+Class conditioning (spec 6.1): ``train_step(x, labels)`` takes network labels ``1..C`` and
+replaces each by the null label 0 with probability ``train.cond_drop_prob``; the EBM and the
+initializer see the same label. ``propose``, ``refine``, ``tweedie`` and ``sample`` take a
+``Guide`` (``cdrl.guidance``): a weighted sum of conditional energies and initializer means (CFG,
+composition). Without labels the unconditional code path is unchanged.
+
 Speed (same maths as the official code): the noise-level embedding of the EBM is computed for the
 T distinct levels once per call and gathered per sample; normalised weights are computed once per
 Langevin chain, not once per step.
@@ -27,6 +33,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .guidance import Guide, guided_grad_fn, network_classes
 from .nets import build_ebm, build_initializer
 from .nets.layers import frozen_spectral_norm, gather_rows, logsnr_to_time, power_iteration_
 from .optim import EMA, DivergenceError, build_optimizer, optimizer_step
@@ -34,6 +41,14 @@ from .sampler import Noise, ebm_grad_fn, energy_grad_fn, randn, recovery_langevi
 from .schedule import make_schedule
 
 __all__ = ["CDRL", "DivergenceError"]
+
+
+class _Autograd:
+    """An EBM seen without its hand-written Langevin gradient (the Tweedie step uses autograd,
+    as the unconditional path does)."""
+
+    def __init__(self, ebm: nn.Module) -> None:
+        self.energy = ebm.energy
 
 
 class CDRL:
@@ -48,6 +63,9 @@ class CDRL:
         self.schedule = make_schedule(sc.kind, sc.levels, logsnr_max=sc.logsnr_max,
                                       logsnr_min=sc.logsnr_min, b2=sc.b2, c_mode=sc.c_mode)
         self.T = sc.levels
+        if num_classes == 0 and cfg.data.conditional:
+            num_classes = network_classes(cfg.data)
+        self.num_classes = num_classes
         self.ebm = build_ebm(cfg.ebm, self.data_shape, num_classes).to(device)
         self.initializer = build_initializer(cfg.initializer, self.data_shape, num_classes)
         tc = cfg.train
@@ -106,52 +124,82 @@ class CDRL:
         return x_prev, x_i
 
     def propose(self, init: nn.Module | None, x_i: torch.Tensor, k: torch.Tensor,
-                generator: Noise = None) -> torch.Tensor:
-        """Initializer proposal in y-space (spec 3.1); without an initializer, ``x_i`` (DRL)."""
+                generator: Noise = None, guide: Guide | None = None) -> torch.Tensor:
+        """Initializer proposal in y-space (spec 3.1); without an initializer, ``x_i`` (DRL).
+        With a guide the mean is ``sum_j w_j G(x_i, c_j)`` (spec 6.1), noise added once."""
         if init is None:
             return x_i
-        mean = init(x_i, self.init_t_level[k + 1])
+        if guide is None:
+            mean = init(x_i, self.init_t_level[k + 1])
+        else:
+            rows = guide.labels.shape[0]
+            mean = init(x_i.repeat(rows, *([1] * (x_i.dim() - 1))),
+                        self.init_t_level[k + 1].repeat(rows), guide.labels.flatten())
+            mean = guide.combine(mean.view(rows, *x_i.shape))
         if not self.cfg.initializer.proposal_noise:
             return mean
         return mean + self._per_sample("proposal_std", k) * randn(x_i.shape, x_i, generator)
 
     def refine(self, ebm: nn.Module, y0: torch.Tensor, x_i: torch.Tensor, k: torch.Tensor,
                n_steps: int, noise_scale: float = 1.0,
-               generator: Noise = None) -> torch.Tensor:
-        """K recovery Langevin steps (spec 2.4) with frozen normalised EBM weights."""
+               generator: Noise = None, guide: Guide | None = None) -> torch.Tensor:
+        """K recovery Langevin steps (spec 2.4) with frozen normalised EBM weights, on the
+        guided energy ``sum_j w_j F(y, c_j)`` when a guide is given (spec 6.1)."""
         if n_steps == 0:
             return y0.detach()
         with frozen_spectral_norm(ebm):
-            with torch.no_grad():
-                cond = gather_rows(ebm.condition(self.t_level[: self.T]), k)
-            grad = ebm_grad_fn(ebm, cond)
+            grad = self._grad_fn(ebm, k, guide)
             return recovery_langevin(grad, y0, x_i, self._per_sample("step_size_sq", k),
                                      self._per_sample("pull", k), n_steps, noise_scale, generator)
 
+    @torch.no_grad()
+    def _condition(self, ebm: nn.Module, k: torch.Tensor, labels: torch.Tensor | None = None):
+        """The EBM condition of target level ``k`` per sample (and label, if conditional)."""
+        if labels is None:
+            return gather_rows(ebm.condition(self.t_level[: self.T]), k)
+        return ebm.condition(self.t_level[k], labels)
+
+    def _grad_fn(self, ebm: nn.Module, k: torch.Tensor, guide: Guide | None):
+        if guide is None:
+            return ebm_grad_fn(ebm, self._condition(ebm, k))
+        return guided_grad_fn(ebm, [self._condition(ebm, k, lab) for lab in guide.labels], guide)
+
     # ----------------------------------------------------------------------------- training
-    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One iteration of spec 3.4; returns detached per-sample and scalar statistics."""
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None
+                   ) -> dict[str, torch.Tensor]:
+        """One iteration of spec 3.4; returns detached per-sample and scalar statistics.
+        ``labels``: network labels ``1..C`` of a conditional run (spec 6.1)."""
         tc = self.cfg.train
         k = torch.randint(0, self.T, (x.shape[0],), device=self.device)
+        guide = None
+        if labels is not None:
+            drop = torch.rand(x.shape[0], device=self.device) < tc.cond_drop_prob
+            labels = torch.where(drop, torch.zeros_like(labels), labels)
+            guide = Guide.single(labels)
         x_prev, x_i = self.positive_pair(x, k)
         y_pos = self._per_sample("sqrt_m", k) * x_prev
         self.ebm.train()
         power_iteration_(self.ebm)
         if self.initializer is not None:
             self.initializer.train()
-        y0 = self.propose(self.initializer, x_i, k)
-        y_neg = self.refine(self.ebm, y0, x_i, k, tc.langevin_steps)
-        stats = self._ebm_update(k, y_pos, y_neg)
+        y0 = self.propose(self.initializer, x_i, k, guide=guide)
+        y_neg = self.refine(self.ebm, y0, x_i, k, tc.langevin_steps, guide=guide)
+        stats = self._ebm_update(k, y_pos, y_neg, labels)
+        if labels is not None:
+            stats["null_frac"] = drop.float().mean()
         if self.initializer is not None:
             stats.update(self._initializer_update(y0, y_neg))
         stats["k"] = k
         return stats
 
-    def _ebm_update(self, k, y_pos, y_neg) -> dict[str, torch.Tensor]:
+    def _ebm_update(self, k, y_pos, y_neg, labels=None) -> dict[str, torch.Tensor]:
         oc = self.cfg.train.ebm_optim
         self.ebm.eval()  # SN vectors were refreshed above; no second power iteration
-        cond = self.ebm.condition(self.t_level[: self.T])
-        f = self.ebm.energy(torch.cat([y_pos, y_neg]), gather_rows(cond, k.repeat(2)))
+        if labels is None:
+            cond = gather_rows(self.ebm.condition(self.t_level[: self.T]), k.repeat(2))
+        else:
+            cond = self.ebm.condition(self.t_level[k.repeat(2)], labels.repeat(2))
+        f = self.ebm.energy(torch.cat([y_pos, y_neg]), cond)
         f_pos, f_neg = f.chunk(2)
         terms = self.coef["weight"][k] * (f_neg - f_pos)
         loss = terms.mean()
@@ -176,8 +224,9 @@ class CDRL:
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, generator: Noise = None,
                use_ema: bool | None = None, return_levels: bool = False, noise: torch.Tensor
-               | None = None):
-        """Cooperative sampling (spec 5.1). ``steps`` is K per level (0: initializer only).
+               | None = None, guide: Guide | None = None):
+        """Cooperative sampling (spec 5.1). ``steps`` is K per level (0: initializer only);
+        ``guide`` (labels ``[J, n]``) guides every proposal, Langevin and Tweedie step (6.1).
 
         Returns ``x_0`` (after the optional Tweedie step), and with ``return_levels`` also the
         list ``[x_T, x_{T-1}, ..., x_0]`` before the Tweedie step.
@@ -196,24 +245,30 @@ class CDRL:
         levels = [x]
         for step in reversed(range(self.T)):
             k = torch.full((n,), step, dtype=torch.long, device=self.device)
-            y0 = self.propose(init, x, k, generator)
-            y = self.refine(ebm, y0, x, k, steps, sc.noise_scale, generator)
+            y0 = self.propose(init, x, k, generator, guide)
+            y = self.refine(ebm, y0, x, k, steps, sc.noise_scale, generator, guide)
             x = y / self._per_sample("sqrt_m", k)
             levels.append(x)
         if sc.tweedie:
-            x = self.tweedie(ebm, x)
+            x = self.tweedie(ebm, x, guide)
         return (x, levels) if return_levels else x
 
-    def tweedie(self, ebm: nn.Module, x0: torch.Tensor) -> torch.Tensor:
+    def tweedie(self, ebm: nn.Module, x0: torch.Tensor, guide: Guide | None = None
+                ) -> torch.Tensor:
         """Spec 5.1: ``(x0 + sigma_bar_0^2 grad_x0 F(sqrt(m_1) x0) / (b2' c_1 beta_1)) / sqrt(ab_0)``
-        with ``b2' = sample.tweedie_b2`` (official code 2e-4; 4e-4 matches the Langevin)."""
+        with ``b2' = sample.tweedie_b2`` (official code 2e-4; 4e-4 matches the Langevin); F is
+        the guided energy when a guide is given (spec 6.1)."""
         s = self.schedule
         k = torch.zeros(x0.shape[0], dtype=torch.long, device=self.device)
         sqrt_m = self._per_sample("sqrt_m", k)
         with frozen_spectral_norm(ebm):
-            with torch.no_grad():
-                cond = gather_rows(ebm.condition(self.t_level[:1]), k)
-            grad_y = energy_grad_fn(lambda y: ebm.energy(y, cond))(sqrt_m * x0)
+            if guide is None:
+                with torch.no_grad():
+                    cond = gather_rows(ebm.condition(self.t_level[:1]), k)
+                grad_y = energy_grad_fn(lambda y: ebm.energy(y, cond))(sqrt_m * x0)
+            else:
+                conds = [self._condition(ebm, k, lab) for lab in guide.labels]
+                grad_y = guided_grad_fn(_Autograd(ebm), conds, guide)(sqrt_m * x0)
         scale = float(s.sigma_bar[0] ** 2 / (self.cfg.sample.tweedie_b2 * s.c[0] * s.beta[0]))
         return (x0 + scale * sqrt_m * grad_y) / float(s.alpha_bar[0].sqrt())
 

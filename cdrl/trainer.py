@@ -30,6 +30,7 @@ from .checkpoint import atomic_write_text, load_latest, save_checkpoint
 from .config import Config, ConfigError, config_from_dict, config_to_dict
 from .data import ToyData
 from .data.images import make_data
+from .guidance import training_labels
 from .method import DivergenceError
 from .registry import build_method
 
@@ -54,14 +55,19 @@ def build_data(cfg: Config):
     return make_data(cfg.data)
 
 
-def _next_batch(data, cfg: Config, device: torch.device) -> torch.Tensor:
+def _next_batch(data, cfg: Config, device: torch.device):
+    """``(x, labels)``: labels are the network labels ``1..C`` of a conditional run (spec 6.1;
+    ``cdrl.guidance``), else None. Unconditional runs draw exactly what they always drew."""
+    bs, conditional = cfg.train.batch_size, cfg.data.conditional
     if isinstance(data, ToyData):
-        return data.batch(cfg.train.batch_size, device)
-    if cfg.data.conditional:
-        raise ConfigError("data.conditional: class-conditional training (classifier-free "
-                          "guidance, spec 6.1) is not implemented yet; set it to false")
-    x, _labels = data.batch(cfg.train.batch_size, device, flip=cfg.data.flip)
-    return x
+        if not conditional:
+            return data.batch(bs, device), None
+        x, idx = data.batch(bs, device, with_index=True)
+        return x, training_labels(cfg.data, data, None, idx, device)
+    if not conditional:
+        return data.batch(bs, device, flip=cfg.data.flip)[0], None
+    x, labels, idx = data.batch(bs, device, flip=cfg.data.flip, with_index=True)
+    return x, training_labels(cfg.data, data, labels, idx, device)
 
 
 def _rng_state() -> dict:
@@ -192,6 +198,9 @@ def train(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     data = build_data(cfg)
+    if cfg.data.conditional and cfg.method != "cdrl":
+        raise ConfigError(f"data.conditional: only method 'cdrl' is class-conditional, "
+                          f"not {cfg.method!r}")
     method = build_method(cfg, data.shape, device)
     start = 0
     state = load_latest(run_dir, map_location=device)
@@ -225,9 +234,10 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress) -> dict:
     try:
         with open(run_dir / "stats.jsonl", "a") as log:
             while it < total and stop["signal"] is None:
-                x = _next_batch(data, cfg, device)
+                x, labels = _next_batch(data, cfg, device)
                 try:
-                    stats = method.train_step(x)
+                    stats = (method.train_step(x) if labels is None
+                             else method.train_step(x, labels=labels))
                 except DivergenceError as err:
                     _mark_divergence(run_dir, it, err)
                     raise

@@ -424,15 +424,18 @@ class ImageSet:
     def to_float(self, idx=slice(None)) -> torch.Tensor:
         return uint8_to_float(self.images[idx])
 
-    def batch(self, batch_size: int, device: torch.device,
-              flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, batch_size: int, device: torch.device, flip: bool = True,
+              with_index: bool = False):
         """Uniform i.i.d. indices and flips from the global CPU RNG, so a restored RNG state
-        replays the same batches (the official DataLoader shuffles per epoch instead)."""
+        replays the same batches (the official DataLoader shuffles per epoch instead).
+        Returns ``(x, labels)``, and the row indices too with ``with_index``."""
         idx = torch.randint(len(self), (batch_size,))
         x = uint8_to_float(self.images[idx].to(device))  # move uint8: 4x less to copy
         if flip:
             mirror = (torch.rand(batch_size) < 0.5).to(device).view(-1, 1, 1, 1)
             x = torch.where(mirror, x.flip(-1), x)
+        if with_index:
+            return x, self.labels[idx].to(device), idx
         return x, self.labels[idx].to(device)
 
     def uint8_dataset(self, limit: int | None = None) -> Dataset:
@@ -489,6 +492,7 @@ def make_data(cfg: DataConfig) -> ToyData | ImageSet:
     if cfg.name not in IMAGE_DATASETS:
         raise ValueError(f"unknown dataset data.name={cfg.name!r}; known datasets: {_all_names()}")
     data = load_image_dataset(cfg.name, cfg.root, cfg.split)
-    if cfg.conditional and data.num_classes == 0:
-        raise ValueError(f"data.conditional is true but {cfg.name} has no class labels")
+    if cfg.conditional and not cfg.condition_attributes and data.num_classes == 0:
+        raise ValueError(f"data.conditional is true but {cfg.name} has no class labels "
+                         "(condition on binary attributes with data.condition_attributes)")
     return data

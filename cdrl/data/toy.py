@@ -1,9 +1,14 @@
-"""2-D toy distributions: checkerboard (spec 11), 8 Gaussians and rings.
+"""2-D toy distributions: checkerboard (spec 11), 8 Gaussians, rings, and quadrants.
 
 Checkerboard: a 4x4 board of cells of side ``scale`` centred on the origin (``[-2s, 2s]^2``,
 ``[-8, 8]^2`` for the official ``s = 4``); the 8 cells whose integer coordinates
 ``floor(x / s) + floor(y / s)`` are even are filled uniformly. ``in_checkerboard`` tests
 membership exactly, so the fraction of samples in the support is a known-answer metric.
+
+Quadrants (for compositional generation, spec 6.2): four Gaussian blobs centred at
+``(+-scale/2, +-scale/2)`` with std ``0.15 * scale``, each point carrying two binary attributes
+``right`` (blob centre x > 0) and ``upper`` (centre y > 0). Conditioning on ``right`` alone gives
+the right half-plane, ``upper`` the upper one; composing both should give only the upper-right blob.
 """
 
 from __future__ import annotations
@@ -38,7 +43,18 @@ def _rings(n: int, scale: float, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=1)
 
 
-TOY_DATASETS = {"checkerboard": _checkerboard, "8gaussians": _eight_gaussians, "rings": _rings}
+QUADRANT_ATTRIBUTES = ("right", "upper")
+
+
+def _quadrants(n: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    attrs = torch.randint(2, (n, 2), generator=gen)
+    centers = (attrs.float() * 2 - 1) * (scale / 2)
+    return centers + 0.15 * scale * torch.randn(n, 2, generator=gen), attrs
+
+
+TOY_DATASETS = {"checkerboard": _checkerboard, "8gaussians": _eight_gaussians, "rings": _rings,
+                "quadrants": _quadrants}
+TOY_ATTRIBUTES = {"quadrants": QUADRANT_ATTRIBUTES}
 
 
 def in_checkerboard(x: torch.Tensor, scale: float = 4.0) -> torch.Tensor:
@@ -55,14 +71,17 @@ class ToyData:
     points: torch.Tensor
     name: str
     scale: float
+    attributes: torch.Tensor | None = None  # long 0/1 [N, A] (quadrants), else None
+    attribute_names: tuple[str, ...] = ()
 
-    def batch(self, batch_size: int, device: torch.device) -> torch.Tensor:
+    def batch(self, batch_size: int, device: torch.device, with_index: bool = False):
+        """``batch_size`` points (and with ``with_index`` their row indices)."""
         n = self.points.shape[0]
         if batch_size > n:
             raise ValueError(f"batch size {batch_size} exceeds the {n} toy points; lower "
                              f"train.batch_size or raise data.num_points")
         idx = torch.randperm(n)[:batch_size]
-        return self.points[idx].to(device)
+        return (self.points[idx].to(device), idx) if with_index else self.points[idx].to(device)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -73,4 +92,7 @@ def make_toy(name: str, num_points: int, scale: float, seed: int) -> ToyData:
     if name not in TOY_DATASETS:
         raise ValueError(f"unknown toy dataset {name!r}; choose one of {sorted(TOY_DATASETS)}")
     gen = torch.Generator().manual_seed(seed)
-    return ToyData(TOY_DATASETS[name](num_points, scale, gen), name, scale)
+    drawn = TOY_DATASETS[name](num_points, scale, gen)
+    if name in TOY_ATTRIBUTES:
+        return ToyData(drawn[0], name, scale, drawn[1], TOY_ATTRIBUTES[name])
+    return ToyData(drawn, name, scale)

@@ -22,7 +22,7 @@ def build_ebm(cfg: EBMConfig, data_shape: tuple[int, ...], num_classes: int = 0)
         return ToyEBM(data_dim=data_shape[0], width=cfg.width, ch_mult=tuple(cfg.ch_mult),
                       blocks_per_level=cfg.blocks_per_level, emb_in_dim=cfg.emb_in_dim,
                       temb_dim=cfg.temb_dim, spectral_norm=cfg.spectral_norm,
-                      sn_mode=cfg.sn_mode, leak=cfg.leak)
+                      sn_mode=cfg.sn_mode, leak=cfg.leak, num_classes=num_classes)
     from .image import ImageEBM
 
     if len(data_shape) != 3:
@@ -46,7 +46,7 @@ def build_initializer(cfg: InitializerConfig, data_shape: tuple[int, ...],
             raise ValueError(f"initializer.arch 'toy_mlp' needs vector data, got {data_shape}")
         return ToyInitializer(data_dim=data_shape[0], width=cfg.width, num_blocks=cfg.num_blocks,
                               emb_in_dim=cfg.emb_in_dim, temb_dim=cfg.temb_dim,
-                              groups=cfg.groups, dropout=cfg.dropout)
+                              groups=cfg.groups, dropout=cfg.dropout, num_classes=num_classes)
     from .image import UNetInitializer
 
     if len(data_shape) != 3:

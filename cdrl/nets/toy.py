@@ -10,7 +10,9 @@ residual blocks (GroupNorm, SiLU, zero-initialised second layer), a zero-initial
 plus the input, and a time MLP ``128 -> 128 -> 128``. A fresh initializer returns its input.
 
 Both networks take ``t``, a per-sample float that the method computes from the noise level
-(``tau * 1000`` of the logSNR for CDRL, the integer level index for DRL).
+(``tau * 1000`` of the logSNR for CDRL, the integer level index for DRL). With ``num_classes > 0``
+they also take ``labels`` (0 = the null label of classifier-free guidance), added to the time
+embedding through ``Linear(one_hot(labels))`` as in the image networks (spec 7.1, 7.2).
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ from torch import nn
 from .layers import SNLinear, fast_linear, sinusoidal_embedding
 
 __all__ = ["ToyEBM", "ToyInitializer"]
+
+
+def _class_embedding(temb: torch.Tensor, labels: torch.Tensor | None, class_map) -> torch.Tensor:
+    if class_map is None:
+        if labels is not None:
+            raise ValueError("labels were given to an unconditional network (num_classes=0)")
+        return temb
+    if labels is None:
+        raise ValueError("labels are required by a conditional network; 0 is the null label")
+    return temb + class_map(F.one_hot(labels.long(), class_map.in_features).to(temb.dtype))
 
 
 class _ToyEBMBlock(nn.Module):
@@ -51,13 +63,16 @@ class ToyEBM(nn.Module):
 
     def __init__(self, data_dim: int = 2, width: int = 128, ch_mult: tuple = (1, 2, 2, 2),
                  blocks_per_level: int = 1, emb_in_dim: int = 128, temb_dim: int = 512,
-                 spectral_norm: bool = True, sn_mode: str = "full", leak: float = 0.2) -> None:
+                 spectral_norm: bool = True, sn_mode: str = "full", leak: float = 0.2,
+                 num_classes: int = 0) -> None:
         super().__init__()
         self.emb_in_dim = emb_in_dim
         self.leak = leak
+        self.num_classes = num_classes
         sn = dict(sn=spectral_norm, sn_mode=sn_mode)
         self.temb1 = SNLinear(emb_in_dim, temb_dim, **sn)
         self.temb2 = SNLinear(temb_dim, temb_dim, **sn)
+        self.class_map = SNLinear(num_classes, temb_dim, **sn) if num_classes > 0 else None
         self.fc_in = SNLinear(data_dim, width, **sn)
         blocks, c_in = [], width
         for mult in ch_mult:
@@ -68,10 +83,11 @@ class ToyEBM(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(c_in, 1, bias=False)
 
-    def condition(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """Everything that depends on the noise level only: one bias per block."""
+    def condition(self, t: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Everything that depends on the noise level (and label) only: one bias per block."""
         temb = sinusoidal_embedding(t, self.emb_in_dim)
         temb = self.temb2(F.leaky_relu(self.temb1(temb), self.leak))
+        temb = _class_embedding(temb, labels, self.class_map)
         temb_act = F.leaky_relu(temb, self.leak)
         return [blk.embed(temb_act) for blk in self.blocks]
 
@@ -81,8 +97,9 @@ class ToyEBM(nn.Module):
             h = blk(h, bias)
         return self.head(F.relu(h)).squeeze(-1)
 
-    def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.energy(y, self.condition(t))
+    def forward(self, y: torch.Tensor, t: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.energy(y, self.condition(t, labels))
 
     @torch.no_grad()
     def langevin_grad(self, cond: list[torch.Tensor]):
@@ -168,13 +185,14 @@ class ToyInitializer(nn.Module):
 
     def __init__(self, data_dim: int = 2, width: int = 64, num_blocks: int = 1,
                  emb_in_dim: int = 128, temb_dim: int = 128, groups: int = 32,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, num_classes: int = 0) -> None:
         super().__init__()
         if width % groups:
             raise ValueError(f"initializer width {width} is not divisible by groups {groups}")
         self.emb_in_dim = emb_in_dim
         self.time_mlp = nn.Sequential(nn.Linear(emb_in_dim, temb_dim), nn.SiLU(),
                                       nn.Linear(temb_dim, temb_dim))
+        self.class_map = nn.Linear(num_classes, temb_dim) if num_classes > 0 else None
         self.fc_in = nn.Linear(data_dim, width)
         self.blocks = nn.ModuleList(_FiLMBlock(width, temb_dim, groups, dropout)
                                     for _ in range(num_blocks))
@@ -183,8 +201,10 @@ class ToyInitializer(nn.Module):
         nn.init.zeros_(self.fc_out.weight)
         nn.init.zeros_(self.fc_out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.time_mlp(sinusoidal_embedding(t, self.emb_in_dim))
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        temb = _class_embedding(self.time_mlp(sinusoidal_embedding(t, self.emb_in_dim)), labels,
+                                self.class_map)
         h = self.fc_in(x)
         for blk in self.blocks:
             h = blk(h, temb)

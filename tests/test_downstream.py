@@ -1,0 +1,189 @@
+"""Downstream uses (spec 6): classifier-free guidance, composition, inpainting, OOD sets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cdrl.cli import main as cli_main
+from cdrl.config import config_from_dict
+from cdrl.guidance import Guide, class_accuracy, sample_labels
+from cdrl.method import CDRL
+from cdrl.nets.layers import frozen_spectral_norm, power_iteration_
+from cdrl.sampler import energy_grad_fn
+from cdrl.trainer import load_run, train
+
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, val in over.items():
+        out[key] = merge(out[key], val) if isinstance(val, dict) and key in out else val
+    return out
+
+TINY_COND_DIGITS = {
+    "method": "cdrl", "seed": 0, "device": "cpu",
+    "data": {"name": "digits16", "flip": False, "conditional": True},
+    "ebm": {"arch": "image", "width": 8, "ch_mult": [1, 2], "blocks_per_level": 1,
+            "emb_in_dim": 16, "temb_dim": 32},
+    "initializer": {"arch": "unet", "width": 8, "num_blocks": 1, "dim_mults": [1, 1],
+                    "attn_resolutions": [8], "emb_in_dim": 16, "temb_dim": 32, "groups": 4},
+    "train": {"iterations": 4, "batch_size": 8, "langevin_steps": 2, "log_every": 2,
+              "ckpt_every": 2,
+              "ebm_optim": {"lr": 1e-4, "warmup_iters": 2},
+              "init_optim": {"name": "adamw", "lr": 1e-4, "warmup_iters": 2}},
+    "sample": {"langevin_steps": 2, "batch_size": 4, "tweedie": True},
+}
+
+
+def _perturbed_method(cfg_dict: dict, data_shape) -> CDRL:
+    """A conditional method whose networks are not at their (input-returning) initialisation."""
+    torch.manual_seed(0)
+    method = CDRL(config_from_dict(cfg_dict), data_shape, torch.device("cpu"))
+    with torch.no_grad():
+        for p in method.initializer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for _ in range(5):
+            power_iteration_(method.ebm)
+    method.ebm.eval()
+    method.initializer.eval()
+    return method
+
+
+# ----------------------------------------------------------------------------- 1. CFG
+@pytest.mark.parametrize("kind", ["image", "toy"])
+def test_guided_mean_energy_and_tweedie_match_the_hand_computation(kind, tiny_config_dict):
+    """Spec 6.1: mean (1+w)G(c) - wG(null); Langevin and Tweedie on (1+w)F(c) - wF(null)."""
+    if kind == "image":
+        cfg, shape = merge(TINY_COND_DIGITS, {"initializer": {"proposal_noise": False}}), (1, 16, 16)
+    else:
+        cfg = tiny_config_dict(data={"name": "quadrants", "conditional": True,
+                                     "condition_attributes": ["right", "upper"]},
+                               initializer={"proposal_noise": False, "dropout": 0.0})
+        shape = (2,)
+    m, w, n = _perturbed_method(cfg, shape), 1.7, 6
+    assert m.ebm.num_classes == m.num_classes == (11 if kind == "image" else 5)
+    x = torch.randn(n, *shape)
+    k = torch.tensor([0, 1, 2, 3, 4, 5])
+    c = torch.tensor([1, 2, 3, 4, 1, 2])
+    null = torch.zeros_like(c)
+    guide = Guide.cfg(c, w)
+    t = m.init_t_level[k + 1]
+    with torch.no_grad():
+        want = (1 + w) * m.initializer(x, t, c) - w * m.initializer(x, t, null)
+        assert (m.initializer(x, t, c) - m.initializer(x, t, null)).abs().max() > 1e-4
+        torch.testing.assert_close(m.propose(m.initializer, x, k, guide=guide), want)
+    # One noiseless Langevin step from y0 equals y0 + 0.5 grad F_w - pull (y0 - x).
+    y0 = torch.randn(n, *shape)
+    with frozen_spectral_norm(m.ebm):
+        def f_w(y):
+            cond_c = m.ebm.condition(m.t_level[k], c)
+            cond_0 = m.ebm.condition(m.t_level[k], null)
+            return (1 + w) * m.ebm.energy(y, cond_c) - w * m.ebm.energy(y, cond_0)
+        g = energy_grad_fn(f_w)(y0)
+    assert g.abs().max() > 1e-3
+    step = y0 + 0.5 * g - m._per_sample("pull", k) * (y0 - x)
+    got = m.refine(m.ebm, y0, x, k, 1, noise_scale=0.0, guide=guide)
+    torch.testing.assert_close(got, step, rtol=1e-4, atol=1e-5)
+    # Tweedie with the guided energy.
+    k0 = torch.zeros(n, dtype=torch.long)
+    sqrt_m = m._per_sample("sqrt_m", k0)
+    with frozen_spectral_norm(m.ebm):
+        def f0(y):
+            return ((1 + w) * m.ebm.energy(y, m.ebm.condition(m.t_level[k0], c))
+                    - w * m.ebm.energy(y, m.ebm.condition(m.t_level[k0], null)))
+        gy = energy_grad_fn(f0)(sqrt_m * x)
+    s = m.schedule
+    scale = float(s.sigma_bar[0] ** 2 / (m.cfg.sample.tweedie_b2 * s.c[0] * s.beta[0]))
+    want_x = (x + scale * sqrt_m * gy) / float(s.alpha_bar[0].sqrt())
+    torch.testing.assert_close(m.tweedie(m.ebm, x, guide), want_x, rtol=1e-4, atol=1e-5)
+    # w = 0 is the plain conditional model; composition weights sum to one.
+    assert Guide.cfg(c, 0.0).labels.shape == (1, n)
+    comp = Guide.compose([c, c + 1], 3.0)
+    assert comp.weights == (1 - 8.0, 4.0, 4.0) and sum(comp.weights) == 1.0
+
+
+def test_null_label_dropping_rate_and_shared_label(tmp_path, monkeypatch):
+    seen = {}
+    original_propose, original_refine = CDRL.propose, CDRL.refine
+
+    def propose(self, init, x_i, k, generator=None, guide=None):
+        seen.setdefault("propose", []).append(guide.labels.clone())
+        return original_propose(self, init, x_i, k, generator, guide)
+
+    def refine(self, ebm, y0, x_i, k, n_steps, noise_scale=1.0, generator=None, guide=None):
+        seen.setdefault("refine", []).append(guide.labels.clone())
+        return original_refine(self, ebm, y0, x_i, k, n_steps, noise_scale, generator, guide)
+
+    monkeypatch.setattr(CDRL, "propose", propose)
+    monkeypatch.setattr(CDRL, "refine", refine)
+    cfg = config_from_dict(merge(TINY_COND_DIGITS, {"train": {
+        "iterations": 25, "batch_size": 64, "langevin_steps": 0, "log_every": 25,
+        "ckpt_every": 25}}))
+    train(cfg, tmp_path, progress=False)
+    labels = torch.cat(seen["propose"], dim=1)
+    assert torch.equal(labels, torch.cat(seen["refine"], dim=1))  # EBM and G share labels
+    null = (labels == 0).float().mean().item()
+    assert 0.07 < null < 0.13, null  # 1,600 draws of p = 0.1: sd 0.0075
+    assert set(labels[labels > 0].tolist()) == set(range(1, 11))
+    stats = json.loads((tmp_path / "stats.jsonl").read_text().splitlines()[-1])
+    assert stats["null_frac"] == pytest.approx(null, abs=1e-6)
+
+
+def test_conditional_resume_is_bit_exact_and_labels_are_per_image(
+        tmp_path, write_config, assert_same_checkpoint):
+    cfg = config_from_dict(TINY_COND_DIGITS)
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "resumed", max_iters=2, progress=False)
+    train(cfg, tmp_path / "resumed", progress=False)
+    assert_same_checkpoint(tmp_path / "straight", tmp_path / "resumed")
+    run = tmp_path / "straight"
+    whole, shard = tmp_path / "whole.npz", tmp_path / "shard.npz"
+    assert cli_main(["sample", "--run-dir", str(run), "--num", "6", "--out", str(whole),
+                     "--seed", "3", "--guidance", "2.0", "--labels", "uniform"]) == 0
+    assert cli_main(["sample", "--run-dir", str(run), "--start", "3", "--count", "3", "--out",
+                     str(shard), "--seed", "3", "--guidance", "2.0", "--batch-size", "2"]) == 0
+    a, b = np.load(whole), np.load(shard)
+    np.testing.assert_array_equal(a["labels"][3:], b["labels"])
+    np.testing.assert_allclose(a["x"][3:], b["x"], atol=1e-5)
+    assert a["labels"].min() >= 0 and a["labels"].max() <= 9
+    assert json.loads(str(a["meta"]))["guidance"] == 2.0
+    data_cfg = cfg.data
+    assert torch.equal(sample_labels("uniform", 3, range(6), data_cfg) - 1,
+                       torch.from_numpy(a["labels"]))
+    assert sample_labels("7", 0, range(3), data_cfg).tolist() == [8, 8, 8]
+    # Guidance changes the samples; a fixed class is recorded as such.
+    assert cli_main(["sample", "--run-dir", str(run), "--num", "6", "--out",
+                     str(tmp_path / "w0.npz"), "--seed", "3", "--guidance", "0"]) == 0
+    assert np.abs(np.load(tmp_path / "w0.npz")["x"] - a["x"]).max() > 1e-4
+    assert cli_main(["sample", "--run-dir", str(run), "--num", "2", "--out",
+                     str(tmp_path / "c7.npz"), "--labels", "7"]) == 0
+    assert np.load(tmp_path / "c7.npz")["labels"].tolist() == [7, 7]
+    _, method, _ = load_run(run)
+    assert method.num_classes == 11
+
+
+def test_unconditional_runs_refuse_guidance_flags(tmp_path, tiny_config_dict, capsys):
+    train(config_from_dict(tiny_config_dict()), tmp_path, progress=False)
+    assert cli_main(["sample", "--run-dir", str(tmp_path), "--num", "2", "--out",
+                     str(tmp_path / "s.npz"), "--guidance", "1.0"]) == 2
+    assert "conditional" in capsys.readouterr().err
+
+
+def test_class_accuracy_of_real_digits(tmp_path):
+    from cdrl.data.images import load_image_dataset
+
+    test = load_image_dataset("digits16", ".", "test")
+    x = test.images.permute(0, 2, 3, 1).numpy()
+    y = test.labels.numpy()
+    good = class_accuracy(x, y)
+    assert good["class_accuracy"] > 0.9 and good["num"] == len(y)
+    wrong = class_accuracy(x, (y + 1) % 10)
+    assert wrong["class_accuracy"] < 0.1
+    np.savez(tmp_path / "s.npz", x_uint8=x, labels=np.where(np.arange(len(y)) < 5, -1, y))
+    assert cli_main(["class-accuracy", "--samples", str(tmp_path / "s.npz"), "--out",
+                     str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["num"] == len(y) - 5
