@@ -1,0 +1,355 @@
+"""Speed of CDRL against DRL at the same EBM size (spec 5.2: the "2x speed-up over DRL").
+
+    cdrl bench --cdrl workflow/config/experiments/cdrl_digits.yaml \
+               --drl workflow/config/experiments/drl_digits.yaml \
+               --batch 32 --repeats 3 --threads 1 --out results/tables/speed_digits.csv
+
+The claim's basis is MCMC steps: K = 15 against 30 Langevin steps per level, T = 6 levels. This
+command measures, for each method on the current device:
+
+* per generated image, the EBM gradient evaluations and initializer forwards, *counted* by
+  wrapping the networks during real sampling calls and checked against ``T*K (+1 for the Tweedie
+  step)`` and ``T`` (a mismatch is an error);
+* wall-clock seconds per image of ``method.sample`` at ``--batch`` and seconds per training
+  iteration (``method.train_step`` at ``--train-batch``): one warm-up call (a full iteration; a
+  one-step sampling call), then ``--repeats`` timed calls, ``torch.cuda.synchronize`` around each
+  on a GPU; the median is reported with the min-max spread;
+* the DRL/CDRL ratio of each quantity beside the claimed 2x.
+
+Weights are random unless ``--cdrl-run``/``--drl-run`` name trained run directories; random
+weights time the same arithmetic. Their spectral-norm vectors are first brought to convergence
+(20 power iterations), as in any trained network: with the construction-time random vectors the
+paper-size EBM's activations overflow to inf/NaN, which runs about 20x slower on CPUs and would
+time a network nobody samples from. Training data are uniform noise in [-1, 1].
+
+Writes ``--out`` (CSV, one row per quantity) and a Markdown table beside it (``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from .checkpoint import atomic_write_text
+from .config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+
+__all__ = ["add_cli", "BenchResult", "bench_methods", "build_for_bench", "count_sampling_nfe",
+           "nfe_formula", "seconds", "compare", "write_tables", "COLUMNS"]
+
+CLAIMED_SPEEDUP = 2.0
+SN_WARMUP_ITERS = 20
+COLUMNS = ["quantity", "unit", "cdrl", "drl", "drl_over_cdrl", "claimed", "cdrl_formula",
+           "drl_formula", "cdrl_spread", "drl_spread", "device", "threads", "batch", "train_batch",
+           "repeats", "weights"]
+
+
+# ----------------------------------------------------------------------------- set-up
+def _apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """``KEY=VALUE`` (dotted key, YAML value) on a config, e.g. ``ebm.width=128``; strict."""
+    data = config_to_dict(cfg)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. ebm.width=128")
+        node, *path = key.split(".")
+        parent = data
+        for part in [node, *path][:-1]:
+            if not isinstance(parent.get(part), dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a config section")
+            parent = parent[part]
+        parent[key.split(".")[-1]] = yaml.safe_load(value)
+    return config_from_dict(data)
+
+
+def data_shape(cfg: Config) -> tuple[int, ...]:
+    """The data shape of a config without loading the data (images: from the dataset table)."""
+    from .data.images import IMAGE_DATASETS
+
+    spec = IMAGE_DATASETS.get(cfg.data.name)
+    return (spec.channels, spec.size, spec.size) if spec is not None else (2,)
+
+
+def build_for_bench(config: str | None, run_dir: str | None, overrides: list[str],
+                    device: str | None):
+    """``(cfg, method, weights)`` from a config (random weights) or a trained run directory."""
+    from .nets.layers import power_iteration_
+    from .registry import build_method
+    from .trainer import load_run, select_device
+
+    if run_dir:
+        cfg, method, state = load_run(Path(run_dir), device)
+        return cfg, method, f"trained ({run_dir}, iteration {int(state['iteration'])})"
+    cfg = _apply_overrides(load_config(config), overrides)
+    dev = select_device(device or cfg.device)
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg, data_shape(cfg), dev)
+    with torch.no_grad():
+        for ebm in (method.ebm, method.ebm_ema.model):
+            for _ in range(SN_WARMUP_ITERS):
+                power_iteration_(ebm)
+    return cfg, method, "random init, spectral norm converged"
+
+
+# ----------------------------------------------------------------------------- counting
+@dataclass
+class Counter:
+    ebm_grad: int = 0          # images whose EBM gradient w.r.t. the input was evaluated
+    ebm_forward: int = 0       # images through the EBM without an input gradient
+    init_forward: int = 0      # images through the initializer
+    calls: dict = field(default_factory=lambda: {"ebm_grad": 0, "init": 0})
+
+
+@contextlib.contextmanager
+def counting(method):
+    """Count EBM gradient evaluations and initializer forwards on every network of ``method``.
+
+    The EBMs' ``energy`` (and a hand-written ``langevin_grad``, where a network has one) are
+    wrapped on the instance; the initializers get a forward hook. Removed on exit.
+    """
+    c = Counter()
+    ebms = [method.ebm, method.ebm_ema.model]
+    inits = ([method.initializer, method.init_ema.model]
+             if getattr(method, "initializer", None) is not None else [])
+
+    def wrap_energy(orig):
+        def energy(y, cond, *a, **kw):
+            if y.requires_grad and torch.is_grad_enabled():
+                c.ebm_grad += y.shape[0]
+                c.calls["ebm_grad"] += 1
+            else:
+                c.ebm_forward += y.shape[0]
+            return orig(y, cond, *a, **kw)
+        return energy
+
+    def wrap_langevin_grad(orig):
+        def langevin_grad(cond):
+            fn = orig(cond)
+
+            def grad(y):
+                c.ebm_grad += y.shape[0]
+                c.calls["ebm_grad"] += 1
+                return fn(y)
+            return grad
+        return langevin_grad
+
+    def hook(_module, args, _out):
+        c.init_forward += args[0].shape[0]
+        c.calls["init"] += 1
+
+    handles = [m.register_forward_hook(hook) for m in inits]
+    for ebm in ebms:
+        ebm.energy = wrap_energy(type(ebm).energy.__get__(ebm))
+        if hasattr(type(ebm), "langevin_grad"):
+            ebm.langevin_grad = wrap_langevin_grad(type(ebm).langevin_grad.__get__(ebm))
+    try:
+        yield c
+    finally:
+        for h in handles:
+            h.remove()
+        for ebm in ebms:
+            for name in ("energy", "langevin_grad"):
+                ebm.__dict__.pop(name, None)
+
+
+def nfe_formula(cfg: Config, method) -> tuple[int, int]:
+    """Spec 5.1: per image, ``T*K`` EBM gradients (+1 for the Tweedie step) and ``T`` proposals."""
+    T, K = method.T, cfg.sample.langevin_steps
+    has_init = getattr(method, "initializer", None) is not None
+    return T * K + int(cfg.sample.tweedie), (T if has_init else 0)
+
+
+def count_sampling_nfe(method, n: int) -> tuple[float, float]:
+    """Per-image EBM gradient evaluations and initializer forwards of one ``sample(n)`` call."""
+    with counting(method) as c:
+        method.sample(n)
+    return c.ebm_grad / n, c.init_forward / n
+
+
+# ----------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn, device: torch.device, *args) -> float:
+    """Wall-clock seconds of ``fn(*args)``, synchronised on a GPU (warm up before calling)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn(*args)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+@dataclass
+class BenchResult:
+    name: str
+    ebm_params: int
+    init_params: int
+    ebm_grad_per_image: float
+    init_forward_per_image: float
+    formula: tuple[int, int]
+    formula_text: str
+    sample_s_per_image: list[float]
+    train_s_per_iter: list[float]
+    train_grad_per_example: float
+
+
+def _n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+
+def bench_methods(methods: dict, batch: int, train_batch: int, repeats: int) -> dict:
+    """Count and time each ``name: (cfg, method)`` (see the module docstring). The timed calls of
+    the methods alternate, so a load change on a shared machine hits all of them alike."""
+    sample_s = {name: [] for name in methods}
+    train_s = {name: [] for name in methods}
+    data, train_grads = {}, {}
+    for name, (_cfg, m) in methods.items():             # warm-up: every code path once
+        m.sample(batch, steps=1)
+        data[name] = torch.rand(train_batch, *m.data_shape, device=m.device) * 2 - 1
+        m.train_step(data[name])
+    for _ in range(repeats):
+        for name, (cfg, m) in methods.items():
+            with counting(m) as c:
+                sample_s[name].append(seconds(m.sample, m.device, batch) / batch)
+            counted, formula = (c.ebm_grad / batch, c.init_forward / batch), nfe_formula(cfg, m)
+            if counted != formula:
+                raise RuntimeError(f"{name}: counted (EBM gradients, initializer forwards) per "
+                                   f"image {counted} != formula {formula} (T*K + tweedie, T)")
+        for name, (_cfg, m) in methods.items():
+            with counting(m) as c:
+                train_s[name].append(seconds(m.train_step, m.device, data[name]))
+            train_grads[name] = c.ebm_grad / train_batch
+    out = {}
+    for name, (cfg, m) in methods.items():
+        formula = nfe_formula(cfg, m)
+        out[name] = BenchResult(cfg.method, _n_params(m.ebm),
+                                _n_params(getattr(m, "initializer", None)), formula[0],
+                                formula[1], formula,
+                                "T*K+1" if cfg.sample.tweedie else "T*K", sample_s[name],
+                                train_s[name], train_grads[name])
+    return out
+
+
+# ----------------------------------------------------------------------------- tables
+def compare(cdrl: BenchResult, drl: BenchResult, meta: dict) -> list[dict]:
+    """One row per quantity: both values, the DRL/CDRL ratio and the claimed ratio."""
+    med = statistics.median
+
+    def spread(v: list[float]) -> str:
+        return f"{min(v):.4g}-{max(v):.4g}"
+
+    rows = [
+        ("EBM parameters", "M", cdrl.ebm_params / 1e6, drl.ebm_params / 1e6, "", "", "", "", ""),
+        ("initializer parameters", "M", cdrl.init_params / 1e6, drl.init_params / 1e6, "", "",
+         "", "", ""),
+        ("EBM gradient evaluations per image", "count", cdrl.ebm_grad_per_image,
+         drl.ebm_grad_per_image, CLAIMED_SPEEDUP, cdrl.formula_text, drl.formula_text, "", ""),
+        ("initializer forwards per image", "count", cdrl.init_forward_per_image,
+         drl.init_forward_per_image, "", "T", "0", "", ""),
+        ("sampling time per image", "s", med(cdrl.sample_s_per_image),
+         med(drl.sample_s_per_image), CLAIMED_SPEEDUP, "", "", spread(cdrl.sample_s_per_image),
+         spread(drl.sample_s_per_image)),
+        ("EBM gradient evaluations per training example", "count", cdrl.train_grad_per_example,
+         drl.train_grad_per_example, CLAIMED_SPEEDUP, "K", "K", "", ""),
+        ("training time per iteration", "s", med(cdrl.train_s_per_iter),
+         med(drl.train_s_per_iter), CLAIMED_SPEEDUP, "", "", spread(cdrl.train_s_per_iter),
+         spread(drl.train_s_per_iter)),
+    ]
+    out = []
+    for q, unit, a, b, claimed, fa, fb, sa, sb in rows:
+        ratio = b / a if a else ""
+        out.append(dict(zip(COLUMNS, [q, unit, a, b, ratio, claimed, fa, fb, sa, sb,
+                                      meta["device"], meta["threads"], meta["batch"],
+                                      meta["train_batch"], meta["repeats"], meta["weights"]],
+                            strict=True)))
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_tables(rows: list[dict], meta: dict, out: Path) -> Path:
+    """``out`` (CSV) and ``out`` with ``.md`` (Markdown table with the run's settings)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, buf.getvalue())
+    lines = [f"CDRL vs DRL speed ({meta['device']}, {meta['threads']} threads, sampling batch "
+             f"{meta['batch']}, training batch {meta['train_batch']}, median of "
+             f"{meta['repeats']} after warm-up; weights: {meta['weights']})", "",
+             f"CDRL: `{meta['cdrl']}`; DRL: `{meta['drl']}`", "",
+             "| quantity | unit | CDRL | DRL | DRL / CDRL | claimed | CDRL spread | DRL spread |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r[k]) for k in (
+            "quantity", "unit", "cdrl", "drl", "drl_over_cdrl", "claimed", "cdrl_spread",
+            "drl_spread")) + " |")
+    md = out.with_suffix(".md")
+    atomic_write_text(md, "\n".join(lines) + "\n")
+    return md
+
+
+# ----------------------------------------------------------------------------- command
+def run_bench(args) -> tuple[list[dict], dict]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods, sources, weights = {}, {}, []
+    for kind in ("cdrl", "drl"):
+        config, run_dir = getattr(args, kind), getattr(args, f"{kind}_run")
+        if not (config or run_dir):
+            raise ConfigError(f"give --{kind} CONFIG or --{kind}-run DIR")
+        cfg, method, w = build_for_bench(config, run_dir, args.set or [], args.device)
+        methods[kind] = (cfg, method)
+        sources[kind] = run_dir or config
+        weights.append(w)
+    results = bench_methods(methods, args.batch, args.train_batch or args.batch, args.repeats)
+    sizes = results["cdrl"].ebm_params, results["drl"].ebm_params
+    if abs(sizes[0] - sizes[1]) > 0.01 * max(sizes):
+        print(f"warning: EBM sizes differ ({sizes[0]} vs {sizes[1]} parameters); the comparison "
+              "is not like for like")
+    meta = {"device": str(methods["cdrl"][1].device), "threads": torch.get_num_threads(),
+            "batch": args.batch, "train_batch": args.train_batch or args.batch,
+            "repeats": args.repeats,
+            "weights": weights[0] if weights[0] == weights[1] else "; ".join(weights),
+            "cdrl": sources["cdrl"], "drl": sources["drl"]}
+    return compare(results["cdrl"], results["drl"], meta), meta
+
+
+def _cmd_bench(args) -> int:
+    rows, meta = run_bench(args)
+    md = write_tables(rows, meta, Path(args.out))
+    print(md.read_text(), end="")
+    print(json.dumps({"csv": args.out, "md": str(md)}))
+    return 0
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    b = subparsers.add_parser("bench", help="CDRL vs DRL: gradient counts, s/image, s/iteration")
+    b.add_argument("--cdrl", default=None, help="CDRL experiment config (random weights)")
+    b.add_argument("--drl", default=None, help="DRL experiment config (same EBM size)")
+    b.add_argument("--cdrl-run", default=None, help="trained CDRL run directory instead")
+    b.add_argument("--drl-run", default=None, help="trained DRL run directory instead")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override both configs, e.g. --set ebm.width=32 (repeatable)")
+    b.add_argument("--batch", type=int, default=16, help="images per sampling call")
+    b.add_argument("--train-batch", type=int, default=None, help="default: --batch")
+    b.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up")
+    b.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's)")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    b.add_argument("--out", required=True, help="CSV path; the Markdown table goes beside it")
+    b.set_defaults(func=_cmd_bench)
+    return b
