@@ -44,26 +44,34 @@ def _cmd_train(args) -> int:
 
 
 def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int,
-             device: str | None = None, batch_size: int | None = None):
+             device: str | None = None, batch_size: int | None = None,
+             guidance: float | None = None, labels: str | None = None):
     """Draw images ``start .. start+count-1`` from a run's newest checkpoint.
 
     Image ``i`` uses its own noise stream seeded by ``(seed, i)`` (``PerImageNoise``), so it is
     the same whatever the batch size or sharding. Returns ``(x, levels, meta)``: final samples
     ``[count, ...]``, the chain's states per level ``[T+1, count, ...]`` (``x_T`` first, ``x_0``
-    last, before any Tweedie step), and metadata.
+    last, before any Tweedie step), and metadata. Conditional runs: image ``i``'s label also
+    depends only on ``(seed, i)`` (``cdrl.guidance.sampling_guide``), guided with weight
+    ``guidance`` (spec 6.1); the labels go to ``meta["labels"]``.
     """
     import torch
 
+    from .guidance import sampling_guide
     from .sampler import PerImageNoise
     from .trainer import load_run
 
     cfg, method, state = load_run(run_dir, device)
     batch = batch_size or cfg.sample.batch_size
-    out, levels = [], []
+    out, levels, used = [], [], []
     for lo in range(start, start + count, batch):
         idx = range(lo, min(lo + batch, start + count))
         noise = PerImageNoise(seed, idx, method.device)
-        x, lv = method.sample(len(idx), steps=steps, generator=noise, return_levels=True)
+        guide, lab = sampling_guide(cfg, seed, idx, labels, guidance)
+        extra = {} if guide is None else {"guide": guide.to(method.device)}
+        x, lv = method.sample(len(idx), steps=steps, generator=noise, return_levels=True,
+                              **extra)
+        used += [] if lab is None else lab.tolist()
         out.append(x.cpu())
         levels.append(torch.stack(lv).cpu())
     shape = tuple(state["data_shape"])
@@ -74,6 +82,9 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
             "use_ema": cfg.sample.use_ema, "tweedie": cfg.sample.tweedie,
             "tweedie_b2": cfg.sample.tweedie_b2, "noise_scale": cfg.sample.noise_scale,
             "method": cfg.method, "run_dir": str(run_dir)}
+    if cfg.data.conditional:
+        meta.update(guidance=cfg.sample.guidance if guidance is None else guidance,
+                    label_spec=labels or "uniform", labels=used)
     return x, lv, meta
 
 
@@ -94,6 +105,8 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
     if out.suffix == ".npz":
         arrays = {"x": x.numpy().astype(np.float32), "meta": np.array(json.dumps(meta)),
                   "index": np.arange(meta["start"], meta["start"] + meta["count"])}
+        if "labels" in meta:  # conditional runs: condition index per image (-1: null)
+            arrays["labels"] = np.array(meta["labels"], dtype=np.int64)
         if x.dim() == 2:  # vector data: keep every level for the toy figure (small)
             arrays["levels"] = levels.numpy().astype(np.float32)
         else:
@@ -121,7 +134,7 @@ def _cmd_sample(args) -> int:
     if count is None or count < 0 or start < 0:
         raise SystemExit("give --num N (images 0..N-1) or --start S --count N, all >= 0")
     x, levels, meta = generate(Path(args.run_dir), start, count, args.steps, args.seed,
-                               args.device, args.batch_size)
+                               args.device, args.batch_size, args.guidance, args.labels)
     write_samples(Path(args.out), x, levels, meta)
     print(json.dumps(meta))
     return 0
@@ -211,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="image i uses the stream (seed, i)")
     g.add_argument("--batch-size", type=int, default=None, help="default: sample.batch_size")
     g.add_argument("--device", default=None)
+    g.add_argument("--guidance", type=float, default=None,
+                   help="conditional runs: CFG weight w (default: sample.guidance)")
+    g.add_argument("--labels", default=None,
+                   help="conditional runs: uniform (per image from (seed, i)), a class index, "
+                        "an attribute (~ for value 0) or null; default uniform")
     g.set_defaults(func=_cmd_sample)
 
     o = sub.add_parser("ood", help="AUROC of the energy score, in-distribution vs OOD")
@@ -231,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_cli as add_bench_cli
 
     add_bench_cli(sub)
+
+    from .guidance import add_cli as add_guidance_cli
+
+    add_guidance_cli(sub)
 
     f = sub.add_parser("plot-toy", help="toy figure: data, density and samples per level")
     f.add_argument("--run-dir", required=True)
