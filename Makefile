@@ -13,10 +13,10 @@ WEIGHTS := resources/weights/pt_inception-2015-12-05-fid-port.pth
 
 .PHONY: install stage run test lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml slurm/pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]" -e ./slurm
 	@touch $(STAMP)
 
 install: $(STAMP)
