@@ -5,7 +5,8 @@
     cdrl sample --run-dir DIR (--num N | --start S --count N) --out FILE.npz|DIR [--steps K]
                 [--seed S]
     cdrl plot-toy --run-dir DIR --samples FILE.npz --out FIG.png
-    cdrl ood --run-dir DIR --in-dist IN.npz --ood OOD.npz [--level 0] [--out FILE.json]
+    cdrl ood --run-dir DIR --in-dist IN.npz|NAME --ood A.npz|NAME[,...] [--level 0]
+             [--out FILE.json] [--csv FILE.csv]
     cdrl evaluate --samples DIR|FILE.npz --reference NAME[:SPLIT]|DIR|FILE.npz
                   --metrics fid,kid,isc,prc --out FILE.json [--extractor inception|digits]
 """
@@ -140,37 +141,6 @@ def _cmd_sample(args) -> int:
     return 0
 
 
-def _load_points(path: str):
-    """Samples to score: an ``.npz`` with ``x`` (data coordinates, or uint8 ``x_uint8`` images)."""
-    import numpy as np
-    import torch
-
-    with np.load(path) as npz:
-        if "x" in npz:
-            return torch.from_numpy(npz["x"]).float()
-        if "x_uint8" in npz:  # [N, H, W, C] uint8 -> [N, C, H, W] in [-1, 1]
-            return torch.from_numpy(npz["x_uint8"]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    raise SystemExit(f"{path}: expected an array 'x' or 'x_uint8'")
-
-
-def _cmd_ood(args) -> int:
-    from .ood import auroc, energy_scores
-    from .trainer import load_run
-
-    _, method, state = load_run(Path(args.run_dir), args.device)
-    scores = [energy_scores(method, _load_points(p), level=args.level, noise=args.noise,
-                            seed=args.seed) for p in (args.in_dist, args.ood)]
-    result = {"auroc": auroc(*scores), "level": args.level, "noise": args.noise,
-              "seed": args.seed, "in_dist": args.in_dist, "ood": args.ood,
-              "num_in": len(scores[0]), "num_ood": len(scores[1]),
-              "mean_energy_in": float(scores[0].mean()), "mean_energy_ood": float(scores[1].mean()),
-              "iteration": int(state["iteration"]), "use_ema": True}
-    if args.out:
-        atomic_write_text(Path(args.out), json.dumps(result, indent=1))
-    print(json.dumps(result))
-    return 0
-
-
 def _cmd_plot_toy(args) -> int:
     from .plots import toy_figure
 
@@ -231,16 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "an attribute (~ for value 0) or null; default uniform")
     g.set_defaults(func=_cmd_sample)
 
-    o = sub.add_parser("ood", help="AUROC of the energy score, in-distribution vs OOD")
-    o.add_argument("--run-dir", required=True)
-    o.add_argument("--in-dist", required=True, help=".npz of in-distribution inputs")
-    o.add_argument("--ood", required=True, help=".npz of out-of-distribution inputs")
-    o.add_argument("--level", type=int, default=0, help="EBM level whose energy scores")
-    o.add_argument("--noise", action="store_true", help="noise inputs to the level first")
-    o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--out", default=None, help="JSON result")
-    o.add_argument("--device", default=None)
-    o.set_defaults(func=_cmd_ood)
+    from .ood import add_cli as add_ood_cli
+
+    add_ood_cli(sub)
 
     from .evaluate import add_cli as add_evaluate_cli
 

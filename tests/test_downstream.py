@@ -13,9 +13,9 @@ from cdrl.config import config_from_dict
 from cdrl.guidance import Guide, class_accuracy, sample_labels
 from cdrl.method import CDRL
 from cdrl.nets.layers import frozen_spectral_norm, power_iteration_
+from cdrl.ood import auroc
 from cdrl.sampler import energy_grad_fn
 from cdrl.trainer import load_run, train
-
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -187,3 +187,92 @@ def test_class_accuracy_of_real_digits(tmp_path):
     assert cli_main(["class-accuracy", "--samples", str(tmp_path / "s.npz"), "--out",
                      str(tmp_path / "a.json")]) == 0
     assert json.loads((tmp_path / "a.json").read_text())["num"] == len(y) - 5
+
+
+# ----------------------------------------------------------------------------- 4. OOD
+TINY_DIGITS = merge(TINY_COND_DIGITS, {"data": {"conditional": False}})
+
+
+def _write_cifar100(root, rows=4):
+    import pickle
+
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        data = rng.integers(0, 256, (rows, 3072), dtype=np.uint8)
+        batch = {b"data": data, b"fine_labels": list(range(rows)), b"coarse_labels": [0] * rows,
+                 b"filenames": [b"x.png"] * rows, b"batch_label": split.encode()}
+        (folder / split).write_bytes(pickle.dumps(batch, protocol=2))
+    return data
+
+
+def test_named_ood_sets_have_the_in_distribution_shape(tmp_path):
+    from cdrl.data.images import load_image_dataset
+    from cdrl.ood import load_named_set
+
+    shape = (1, 16, 16)
+    digits = load_named_set("digits16:test", shape)
+    assert digits.shape == (297, *shape)
+    expected = {"lfw16": 200, "digits-interp": 297, "noise": 50, "photos": 50}
+    for name, n in expected.items():
+        x = load_named_set(name, shape, num=50, seed=1)
+        assert x.shape == (n, *shape) and x.min() >= -1 and x.max() <= 1, name
+    interp = load_named_set("digits-interp", shape)
+    assert (interp - digits).abs().mean() > 0.1  # mixed, not the originals
+    torch.testing.assert_close(load_named_set("photos", shape, num=5, seed=3),
+                               load_named_set("photos", shape, num=5, seed=3))
+    # CIFAR-100 (real pickle format) loads and is fitted to grey 16x16 or kept at 3x32x32.
+    test_rows = _write_cifar100(tmp_path)
+    c100 = load_image_dataset("cifar100", tmp_path, "test")
+    assert c100.shape == (3, 32, 32) and c100.labels.tolist() == [0, 1, 2, 3]
+    assert torch.equal(c100.images.reshape(4, -1), torch.from_numpy(test_rows))
+    assert load_named_set("cifar100:test", (3, 32, 32), tmp_path).shape == (4, 3, 32, 32)
+    assert load_named_set("cifar100-interp", shape, tmp_path).shape == (4, *shape)
+
+
+def test_ood_table_cli_for_several_named_sets(tmp_path, write_config):
+    cfg = merge(TINY_DIGITS, {"train": {"iterations": 30, "batch_size": 32, "ckpt_every": 30,
+                                        "log_every": 10}})
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", str(write_config(cfg)), "--run-dir", str(run),
+                     "--no-progress"]) == 0
+    out, table = tmp_path / "ood.json", tmp_path / "ood.csv"
+    assert cli_main(["ood", "--run-dir", str(run), "--in-dist", "digits16:test", "--ood",
+                     "lfw16,digits-interp,noise", "--out", str(out), "--csv", str(table)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["sets"]) == {"lfw16", "digits-interp", "noise"}
+    assert result["num_in"] == 297 and result["sets"]["lfw16"]["num"] == 200
+    assert all(0 <= row["auroc"] <= 1 for row in result["sets"].values())
+    assert len(table.read_text().splitlines()) == 4
+    # The in-distribution set against itself: AUROC exactly 1/2; single-set keys kept.
+    assert cli_main(["ood", "--run-dir", str(run), "--in-dist", "digits16:test", "--ood",
+                     "digits16:test", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["auroc"] == 0.5
+
+
+class QuadraticEBM(torch.nn.Module):
+    """``F(y) = -|y - mu|^2 / (2 v)`` at every level: a known-answer energy."""
+
+    def __init__(self, mu: float = 0.0, var: float = 1.0) -> None:
+        super().__init__()
+        self.mu, self.var = mu, var
+
+    def condition(self, t, labels=None):
+        return [t[:, None]]
+
+    def energy(self, y, cond):
+        return -((y - self.mu) ** 2).flatten(1).sum(1) / (2 * self.var)
+
+
+def test_ood_auroc_separates_a_known_energy():
+    from cdrl.ood import energy_scores, ood_table
+
+    method = CDRL(config_from_dict(TINY_DIGITS), (1, 16, 16), torch.device("cpu"))
+    method.ebm_ema.model = QuadraticEBM()
+    gen = torch.Generator().manual_seed(0)
+    near = 0.1 * (torch.rand(100, 1, 16, 16, generator=gen) * 2 - 1)
+    far = torch.rand(100, 1, 16, 16, generator=gen) * 2 - 1
+    assert auroc(energy_scores(method, near), energy_scores(method, far)) == 1.0
+    table = ood_table(method, "digits16:test", ["noise", "digits16:test"], max_num=100)
+    assert table["sets"]["digits16:test"]["auroc"] == 0.5 and table["num_in"] == 100

@@ -6,6 +6,7 @@ i.e. ToTensor then Normalize(0.5, 0.5), so x lies in [-1, 1] (spec 8). ``make_da
 toy or an image set from ``DataConfig``.
 
 - ``cifar10``: torchvision's ``cifar-10-batches-py`` pickles; train = data_batch_1..5.
+- ``cifar100``: torchvision's ``cifar-100-python`` pickles (``train``, ``test``), 100 fine labels.
 - ``imagenet32``: (a) the standard box-downsampled ``imagenet32/*.npz`` files, else (b) the CDRL
   ``i64`` folder, resized on load by torchvision Resize(32) (PIL bilinear) + CenterCrop(32) as in
   the official ``ImageNet_dataset.py`` (spec 8; (a) and (b) differ, so FIDs may too). File
@@ -161,6 +162,27 @@ def _read_cifar_batch(spec, root: Path, path: Path, verify: bool):
         labels = np.asarray(_field(batch, "labels"), dtype=np.int64)
         _check_rows(data, labels, 3072, 9)
     return data, labels
+
+
+# CIFAR-100 (an OOD set for CIFAR-10, spec 6.4): the same pickle format, files 'train'/'test',
+# 100 'fine_labels'. md5s as torchvision lists them.
+_CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d",
+                 "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
+
+
+def _load_cifar100(spec, root: Path, split: str, verify: bool) -> dict:
+    folder = root / "cifar-100-python"
+    path = folder / split
+    if not path.is_file():
+        raise _missing(spec, root, path)
+    if verify:
+        _check_md5(spec, root, path, _CIFAR100_MD5[split])
+    with _parsing(spec, root, path), open(path, "rb") as fh:
+        batch = _ArrayUnpickler(fh, encoding="bytes").load()
+        data = np.asarray(_field(batch, "data"))
+        labels = np.asarray(_field(batch, "fine_labels"), dtype=np.int64)
+        _check_rows(data, labels, 3072, 99)
+    return {"images": data.reshape(-1, 3, 32, 32), "labels": labels, "source": str(folder)}
 
 
 def _load_cifar10(spec, root: Path, split: str, verify: bool) -> dict:
@@ -343,6 +365,12 @@ IMAGE_DATASETS: dict[str, ImageDatasetSpec] = {s.name: s for s in [
         "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html (md5 "
         "c58f30108f718f92721af3b95e74349a) and extract it into {root}",
         ", ".join(f"{k} {v}" for k, v in _CIFAR_MD5.items()), _load_cifar10),
+    ImageDatasetSpec(
+        "cifar100", 3, 32, 100, ("train", "test"), "CIFAR-100, 50k train / 10k test (OOD, 6.4)",
+        "  {root}/cifar-100-python/train, test (python pickles, fine_labels)",
+        "download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html (md5 "
+        "eb9058c3a382ffc7106e4002c42a8d85) and extract it into {root}",
+        ", ".join(f"{k} {v}" for k, v in _CIFAR100_MD5.items()), _load_cifar100),
     ImageDatasetSpec(
         "imagenet32", 3, 32, 1000, ("train", "val"),
         "ImageNet 32x32, 1000 classes: standard npz files or CDRL's 64->32 folder (spec 8)",
