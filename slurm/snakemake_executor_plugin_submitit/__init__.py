@@ -25,10 +25,10 @@ import os
 import subprocess
 import threading
 import time
-from typing import Optional
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import submitit
 from snakemake_interface_common.exceptions import WorkflowError
@@ -48,6 +48,8 @@ ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEU
           "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "PREEMPTED", "STAGE_OUT", "SIGNALING",
           "RESV_DEL_HOLD", "SPECIAL_EXIT", "STOPPED", "UNKNOWN", "READY"}
 SQUEUE_TIMEOUT_S = 60
+# Snakemake builds argparse types from the fields: typing.Optional works, `str | None` does not.
+OptStr = Optional[str]  # noqa: UP045
 
 
 def _opt(help_text: str, env: bool = True) -> dict:
@@ -58,14 +60,14 @@ def _opt(help_text: str, env: bool = True) -> dict:
 class ExecutorSettings(ExecutorSettingsBase):
     logdir: str = field(default="logs/submitit", metadata=_opt(
         "Folder of submitit's per-job files (<logdir>/<jobid>/); on the shared file system."))
-    cpu_partition: Optional[str] = field(default=None, metadata=_opt(
+    cpu_partition: OptStr = field(default=None, metadata=_opt(
         "Partition of jobs without GPUs (default: the cluster's default partition)."))
-    gpu_partition: Optional[str] = field(default="gpu", metadata=_opt(
+    gpu_partition: OptStr = field(default="gpu", metadata=_opt(
         "Partition of jobs with resources gpu > 0."))
-    account: Optional[str] = field(default=None, metadata=_opt("SLURM account (-A)."))
-    qos: Optional[str] = field(default=None, metadata=_opt("SLURM QOS."))
-    constraint: Optional[str] = field(default=None, metadata=_opt("SLURM node constraint (-C)."))
-    gpu_model: Optional[str] = field(default=None, metadata=_opt(
+    account: OptStr = field(default=None, metadata=_opt("SLURM account (-A)."))
+    qos: OptStr = field(default=None, metadata=_opt("SLURM QOS."))
+    constraint: OptStr = field(default=None, metadata=_opt("SLURM node constraint (-C)."))
+    gpu_model: OptStr = field(default=None, metadata=_opt(
         "GPU type: gpu: N becomes --gres=gpu:<model>:N (the gres type in the cluster's "
         "gres.conf, e.g. a100, h100)."))
     default_runtime: int = field(default=60, metadata=_opt(
@@ -79,7 +81,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     checkpoint_grace_s: int = field(default=120, metadata=_opt(
         "Seconds a signalled step may take to checkpoint and exit before it is killed; keep it "
         "below signal-delay-s."))
-    setup: Optional[str] = field(default=None, metadata=_opt(
+    setup: OptStr = field(default=None, metadata=_opt(
         "Shell lines run before each job, separated by ';' (e.g. 'module load cuda')."))
     jobname_prefix: str = field(default="smk-", metadata=_opt("Prefix of SLURM job names."))
     no_attach: bool = field(default=False, metadata=_opt(
@@ -139,7 +141,7 @@ class Executor(RemoteExecutor):
             out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                                  timeout=SQUEUE_TIMEOUT_S).stdout
         except (subprocess.SubprocessError, OSError) as err:
-            raise WorkflowError(f"squeue failed, cannot check for jobs already queued: {err}")
+            raise WorkflowError(f"squeue failed, cannot check for jobs already queued: {err}") from err
         found: dict[str, str] = {}
         for line in out.splitlines():
             jobid, name, state = line.strip().split("|")
@@ -148,7 +150,7 @@ class Executor(RemoteExecutor):
                     found[name] = jobid
         return found
 
-    def _submit(self, job: JobExecutorInterface, name: str, existing: Optional[str]) -> None:
+    def _submit(self, job: JobExecutorInterface, name: str, existing: str | None) -> None:
         if existing is not None:
             sjob = SlurmJob(folder=self.folder, job_id=existing)
             how = "attached to queued/running SLURM job"
@@ -203,7 +205,7 @@ class Executor(RemoteExecutor):
         if failed and not getattr(self.workflow.execution_settings, "keep_going", False):
             self._cancel_all("a job failed and --keep-going is off")
 
-    def _verdict(self, info: SubmittedJobInfo) -> Optional[str]:
+    def _verdict(self, info: SubmittedJobInfo) -> str | None:
         """None while the job may still run; "ok"; or an error message."""
         sjob: SlurmJob = info.aux["sjob"]
         jobid = sjob.job_id
