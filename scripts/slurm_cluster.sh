@@ -210,10 +210,17 @@ stop() {
 	return 0
 }
 
+# One start/stop at a time (several test sessions may share this machine).
+locked() {
+	exec 9>/run/cdrl-slurm.lock
+	flock -w 900 9 || die "timed out waiting for /run/cdrl-slurm.lock"
+	"$@"
+}
+
 case ${1:-} in
-install) install ;;
-start) start ;;
+install) locked install ;;
+start) locked start ;;
 status) status ;;
-stop) stop ;;
+stop) locked stop ;;
 *) die "usage: $0 install|start|status|stop" ;;
 esac
