@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_guidance_cli(sub)
 
+    from .inpaint import add_cli as add_inpaint_cli
+
+    add_inpaint_cli(sub)
+
     f = sub.add_parser("plot-toy", help="toy figure: data, density and samples per level")
     f.add_argument("--run-dir", required=True)
     f.add_argument("--samples", required=True, help=".npz written by `cdrl sample`")
