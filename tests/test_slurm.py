@@ -1,0 +1,270 @@
+"""The `slurm` profile and the submitit executor plugin against a real SLURM cluster.
+
+    .venv/bin/python -m pytest tests/test_slurm.py        # as root on Linux; CI runs it
+
+``scripts/slurm_cluster.sh start`` brings up a single-node cluster on this machine (installing the
+Debian packages the first time); a cluster this session started is stopped at the end. Every call
+that waits on the cluster runs under a timeout, so a hang fails the test instead of CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cdrl.checkpoint import load_latest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "scripts" / "slurm_cluster.sh"
+PROFILE = ROOT / "slurm"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# The end-to-end test's preset: the smallest shipped one with a GPU rule (override to try others).
+PRESET = os.environ.get("CDRL_SLURM_PRESET", "workflow/config/ci.yaml")
+# Fast status checks for tests; everything else comes from slurm/config.yaml.
+FAST = ["--seconds-between-status-checks", "2", "--latency-wait", "5"]
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="a SLURM cluster needs Linux"),
+    pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() != 0,
+                       reason="starting a SLURM cluster needs root (apt-get, daemons)"),
+]
+
+
+def _run(cmd, timeout, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = _run([str(CLUSTER), "status"], timeout=30).returncode != 0
+    if started:
+        proc = _run([str(CLUSTER), "start"], timeout=1500)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    yield
+    if started:
+        _run([str(CLUSTER), "stop"], timeout=120)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _snakemake_cmd(workdir: Path, *args) -> list[str]:
+    return [*SNAKEMAKE, "-d", str(workdir), "--profile", str(PROFILE), *FAST, *args]
+
+
+def _workflow(tmp_path: Path, snakefile: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "Snakefile").write_text(snakefile)
+    (tmp_path / "none.yaml").write_text("{}\n")
+    return tmp_path
+
+
+def _smk(workdir: Path, *args, timeout=600) -> subprocess.CompletedProcess:
+    cmd = _snakemake_cmd(workdir, "-s", str(workdir / "Snakefile"), "--configfile",
+                         str(workdir / "none.yaml"), *args)
+    return _run(cmd, timeout=timeout, env=_env(), cwd=workdir)
+
+
+def _squeue(prefix: str) -> dict[str, tuple[str, str]]:
+    """Jobs in the queue whose name starts with ``prefix``: id -> (name, state)."""
+    out = _run(["squeue", "-h", "-o", "%i|%j|%T"], timeout=30).stdout
+    rows = (line.split("|") for line in out.splitlines() if line.strip())
+    return {i: (n, s) for i, n, s in rows if n.startswith(prefix)}
+
+
+def _sacct(ids) -> dict[str, str]:
+    out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", *[f"-j{i}" for i in ids]],
+               timeout=30).stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if line.strip())
+
+
+def _wait(what: str, predicate, timeout: float, every: float = 1.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# ---- (b) time limit: signalled, checkpointed, requeued, same result ------------------------------
+
+LONG_ITERS = 1000
+
+
+def _long_config(tmp_path: Path, tiny_config_dict) -> Path:
+    cfg = tiny_config_dict(threads=1, train={
+        "iterations": LONG_ITERS, "batch_size": 256, "langevin_steps": 15,
+        "ckpt_every": 50, "log_every": 50})
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _state_equal(a: dict, b: dict, prefix="") -> list[str]:
+    diffs = []
+    for key in a:
+        x, y = a[key], b.get(key)
+        if isinstance(x, dict):
+            diffs += _state_equal(x, y or {}, f"{prefix}{key}.")
+        elif isinstance(x, torch.Tensor):
+            if not (isinstance(y, torch.Tensor) and torch.equal(x, y)):
+                diffs.append(prefix + key)
+    return diffs
+
+
+@pytest.mark.slow
+def test_time_limit_checkpoints_requeues_and_resumes(cluster, tmp_path, tiny_config_dict):
+    """A 1-minute job with more work than that: USR2 before the limit, checkpoint, requeue,
+    resume; the final weights equal an uninterrupted run's bit for bit."""
+    cfg = _long_config(tmp_path, tiny_config_dict)
+    work = _workflow(tmp_path / "wf", f"""
+rule train:
+    output: "runs/long/final.json"
+    log: "logs/train.log"
+    resources: runtime=1, mem_mb=1000, cpus_per_task=1
+    shell: "python -m cdrl train --config {cfg} --run-dir runs/long --no-progress >> {{log}} 2>&1"
+""")
+    # The uninterrupted reference trains alongside, on the other core.
+    ref = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
+                            "--run-dir", str(tmp_path / "ref"), "--no-progress"],
+                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        proc = _smk(work, "--submitit-signal-delay-s", "30", "--submitit-checkpoint-grace-s",
+                    "20", "--submitit-max-requeue", "6", "--submitit-jobname-prefix",
+                    "t-requeue-", timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-2000:]
+    finally:
+        if ref.poll() is None:
+            ref.kill()
+    train_log = (work / "logs/train.log").read_text()
+    assert "stopped by signal" in train_log, train_log[-2000:]
+    jobid = re.search(r"submitted as SLURM job (\d+)", proc.stderr).group(1)
+    sub_log = next((work / "logs/submitit" / jobid).glob("*_log.err")).read_text()
+    assert "timed-out" in sub_log and "Requeued job" in sub_log, sub_log[-3000:]
+    # The final state equals the reference's.
+    got = load_latest(work / "runs/long", map_location="cpu")
+    want = load_latest(tmp_path / "ref", map_location="cpu")
+    assert got["iteration"] == want["iteration"] == LONG_ITERS
+    assert not _state_equal(want["method"], got["method"])
+
+
+# ---- (c) Ctrl-C cancels; a re-run attaches instead of submitting twice ---------------------------
+
+WAITER = """
+rule all:
+    input: expand("out/{{i}}.txt", i=[1, 2])
+
+rule wait:
+    output: "out/{{i}}.txt"
+    resources: runtime=10, mem_mb=300, cpus_per_task=1
+    shell: "timeout 600 bash -c 'until [ -e {go} ]; do sleep 1; done' && echo $SLURM_JOB_ID > {{output}}"
+"""
+
+
+def _start(work: Path, *args) -> subprocess.Popen:
+    cmd = _snakemake_cmd(work, "-s", str(work / "Snakefile"), "--configfile",
+                         str(work / "none.yaml"), "--submitit-jobname-prefix", "t-cancel-", *args)
+    log = open(work / f"snakemake-{time.monotonic_ns()}.log", "w")
+    return subprocess.Popen(cmd, env=_env(), cwd=work, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _running(n: int):
+    jobs = _squeue("t-cancel-")
+    return jobs if len(jobs) == n and all(s == "RUNNING" for _, s in jobs.values()) else None
+
+
+@pytest.mark.slow
+def test_interrupt_cancels_and_rerun_attaches(cluster, tmp_path):
+    go = tmp_path / "go"
+    work = _workflow(tmp_path / "wf", WAITER.format(go=go))
+    assert not _squeue("t-cancel-"), "leftover jobs from an earlier run"
+
+    # Ctrl-C: Snakemake cancels what it submitted.
+    smk = _start(work, "all")
+    first = _wait("two running jobs", lambda: _running(2), 120)
+    smk.send_signal(signal.SIGINT)
+    assert smk.wait(timeout=120) != 0
+    _wait("the queue to empty", lambda: not _squeue("t-cancel-"), 60)
+    assert all(s.startswith("CANCELLED") for s in _sacct(first).values()), _sacct(first)
+
+    # A Snakemake killed outright leaves its jobs running...
+    smk = _start(work, "all")
+    second = _wait("two running jobs", lambda: _running(2), 120)
+    assert not set(second) & set(first)
+    os.killpg(smk.pid, signal.SIGKILL)
+    smk.wait(timeout=30)
+    assert _running(2)
+    # ...and the next run attaches to them instead of submitting again.
+    unlock = _smk(work, "--unlock", timeout=120)
+    assert unlock.returncode == 0, unlock.stderr
+    smk = _start(work, "all")
+    log = sorted(work.glob("snakemake-*.log"))[-1]
+    _wait("the re-run to attach", lambda: log.read_text().count("attached to") == 2, 120)
+    go.touch()
+    assert smk.wait(timeout=300) == 0, log.read_text()[-4000:]
+    text = log.read_text()
+    assert "submitted as SLURM job" not in text, text[-4000:]
+    made = {(work / f"out/{i}.txt").read_text().strip() for i in (1, 2)}
+    assert made == set(second)
+    # Every job name was submitted exactly twice in all: the cancelled one and the one that ran.
+    names = {}
+    for jobid, state in _sacct([*first, *second]).items():
+        names.setdefault(jobid, state)
+    assert len(names) == 4 and sum(s == "COMPLETED" for s in names.values()) == 2, names
+
+
+# ---- (a) a preset end to end: GPU rules on the gpu partition, same results as the local run --------
+
+def _gpu_jobs(work: Path) -> list[str]:
+    ids = re.findall(r"submitted as SLURM job (\d+)",
+                     "".join(p.read_text() for p in (work / ".snakemake/log").glob("*.log")))
+    out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,Partition,AllocTRES",
+                *[f"-j{i}" for i in ids]], timeout=30).stdout
+    return [line for line in out.splitlines() if "gres/gpu" in line]
+
+
+@pytest.mark.slow
+def test_preset_end_to_end_on_the_cluster(cluster, tmp_path):
+    preset = ROOT / PRESET
+    if not preset.is_file():
+        pytest.fail(f"preset {PRESET} not found (set CDRL_SLURM_PRESET to an existing preset)")
+    runs = {}
+    for mode in ("local", "slurm"):
+        work = tmp_path / mode
+        work.mkdir()
+        if mode == "local":
+            cmd = [*SNAKEMAKE, "-d", str(work), "--cores", "2", "--configfile", str(preset), "all"]
+        else:
+            cmd = _snakemake_cmd(work, "--configfile", str(preset), "all")
+        proc = _run(cmd, timeout=1200, env=_env(), cwd=ROOT)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        runs[mode] = work
+    gpu = _gpu_jobs(runs["slurm"])
+    assert gpu and all("|gpu|" in line for line in gpu), gpu
+    tables = sorted(p.relative_to(runs["local"]) for p in (runs["local"] / "results").rglob("*")
+                    if p.suffix in (".csv", ".tsv", ".tex", ".md"))
+    assert tables, "the preset made no tables"
+    for rel in tables:
+        assert (runs["slurm"] / rel).read_text() == (runs["local"] / rel).read_text(), rel
+    outputs = {p.relative_to(runs["local"]) for p in (runs["local"] / "results").rglob("*")
+               if p.is_file()}
+    assert outputs <= {p.relative_to(runs["slurm"]) for p in (runs["slurm"] / "results").rglob("*")}
+    shutil.rmtree(runs["slurm"] / "logs", ignore_errors=True)
