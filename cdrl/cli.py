@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_inpaint_cli(sub)
 
+    from .compose import add_cli as add_compose_cli
+
+    add_compose_cli(sub)
+
     f = sub.add_parser("plot-toy", help="toy figure: data, density and samples per level")
     f.add_argument("--run-dir", required=True)
     f.add_argument("--samples", required=True, help=".npz written by `cdrl sample`")
