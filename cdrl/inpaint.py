@@ -128,8 +128,9 @@ def _figure(path: Path, rows: dict, num: int = 8) -> None:
     import matplotlib.pyplot as plt
 
     cols = ("observed", "mask", "inpainted", "truth")
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.2 * len(cols), 0.5 + 2.2 * len(rows)),
-                             squeeze=False)
+    num = min(num, len(next(iter(rows.values()))["truth"]))
+    fig, axes = plt.subplots(len(rows), len(cols), squeeze=False,
+                             figsize=(len(cols) * 0.4 * num + 0.6, 0.4 + 0.55 * len(rows)))
     for r, (kind, imgs) in enumerate(rows.items()):
         for c, col in enumerate(cols):
             batch = imgs[col][:num]
