@@ -39,6 +39,12 @@ def _cmd_train(args) -> int:
     cfg = load_config(args.config)
     if args.device:
         cfg.device = args.device
+    from . import distributed  # N processes when the job has N GPUs or CDRL_NPROC=N
+
+    if (nproc := distributed.procs_wanted()) > 1:
+        return distributed.launch(nproc)
+    if distributed.world()[1] > 1:
+        train = distributed.train
     result = train(cfg, args.run_dir, max_iters=args.max_iters, progress=not args.no_progress)
     print(json.dumps(result))
     return 0

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import OptimConfig
+from .distributed import average_gradients
 
 __all__ = ["WarmUp", "EMA", "build_optimizer", "clip_grad", "optimizer_step", "DivergenceError"]
 
@@ -105,6 +106,7 @@ def optimizer_step(loss, values, model: nn.Module, opt, sched, ema: EMA, clip: f
     gradient norm. Nothing is updated when the check fails."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(model)  # data-parallel runs: the mean over ranks
     gnorm = clip_grad(model.parameters(), clip)
     _guard(loss, values, gnorm, max_abs)
     opt.step()
