@@ -3,7 +3,8 @@
     CDRL_NPROC=2 python -m cdrl train --config C --run-dir D     # or: N visible CUDA GPUs
 
 ``cdrl train`` asks ``procs_wanted()`` how many processes the job should run: ``$CDRL_NPROC``
-if set, else the number of visible CUDA devices (a SLURM job with ``gpu: N`` sees N), else 1.
+if set, else the number of visible CUDA devices (a SLURM job with ``gpu: N`` sees N), else the
+GPUs SLURM granted (``$SLURM_GPUS_ON_NODE``; CPU processes on a node without CUDA), else 1.
 With more than one, ``launch`` re-runs the same command N times, torchrun-style (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), forwards SIGTERM/SIGUSR2 to the workers and
 returns the first non-zero exit status. Workers run ``train``: NCCL on GPUs (one per rank), gloo
@@ -55,7 +56,10 @@ def procs_wanted() -> int:
         return 1
     if os.environ.get("CDRL_NPROC"):
         return max(1, int(os.environ["CDRL_NPROC"]))
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    # GPUs granted by SLURM but no CUDA (the test cluster's fake GPUs): CPU processes stand in.
+    return max(1, int(os.environ.get("SLURM_GPUS_ON_NODE") or 1))
 
 
 def _free_port() -> int:

@@ -9,9 +9,9 @@ that waits on the cluster runs under a timeout, so a hang fails the test instead
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +29,7 @@ CLUSTER = ROOT / "scripts" / "slurm_cluster.sh"
 PROFILE = ROOT / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # The end-to-end test's preset: the smallest shipped one with a GPU rule (override to try others).
-PRESET = os.environ.get("CDRL_SLURM_PRESET", "workflow/config/ci.yaml")
+PRESET = os.environ.get("CDRL_SLURM_PRESET", "workflow/config/tiny.yaml")
 # Fast status checks for tests; everything else comes from slurm/config.yaml.
 FAST = ["--seconds-between-status-checks", "2", "--latency-wait", "5"]
 
@@ -153,11 +153,16 @@ rule train:
     finally:
         if ref.poll() is None:
             ref.kill()
-    train_log = (work / "logs/train.log").read_text()
-    assert "stopped by signal" in train_log, train_log[-2000:]
     jobid = re.search(r"submitted as SLURM job (\d+)", proc.stderr).group(1)
-    sub_log = next((work / "logs/submitit" / jobid).glob("*_log.err")).read_text()
-    assert "timed-out" in sub_log and "Requeued job" in sub_log, sub_log[-3000:]
+    attempts = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"],
+                    timeout=30).stdout.split()
+    assert "REQUEUED" in attempts and attempts[-1] == "COMPLETED", attempts
+    # Every attempt's log is kept: the signal, the checkpoint request and the requeue.
+    logs = work / "logs/submitit" / jobid
+    err = (logs / f"{jobid}_0_log.err").read_text()
+    out = (logs / f"{jobid}_0_log.out").read_text()
+    assert "timed-out" in err and "Requeued job" in err, err[-3000:]
+    assert "forwarding SIGUSR2" in out, out[-3000:]
     # The final state equals the reference's.
     got = load_latest(work / "runs/long", map_location="cpu")
     want = load_latest(tmp_path / "ref", map_location="cpu")
@@ -231,6 +236,42 @@ def test_interrupt_cancels_and_rerun_attaches(cluster, tmp_path):
     assert len(names) == 4 and sum(s == "COMPLETED" for s in names.values()) == 2, names
 
 
+# ---- multi-GPU: a rule with gpu: 2 runs two data-parallel processes ------------------------------
+
+@pytest.mark.slow
+def test_two_gpu_rule_trains_with_two_processes(cluster, tmp_path, tiny_config_dict):
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config_dict(
+        threads=1, initializer={"dropout": 0.0},
+        train={"iterations": 6, "batch_size": 64, "ckpt_every": 3})))
+    work = _workflow(tmp_path / "wf", f"""
+rule train:
+    output: "runs/ddp/final.json"
+    resources: runtime=10, mem_mb=2000, gpu=2, cpus_per_task=1
+    shell: "python -m cdrl train --config {cfg} --run-dir runs/ddp --no-progress"
+""")
+    proc = _smk(work, "--submitit-jobname-prefix", "t-ddp-", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert json.loads((work / "runs/ddp/final.json").read_text())["world_size"] == 2
+    ref = _run([sys.executable, "-m", "cdrl", "train", "--config", str(cfg), "--run-dir",
+                str(tmp_path / "ref"), "--no-progress"], timeout=300,
+               env={**_env(), "CDRL_NPROC": "1"})
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    got = dict(_floats(load_latest(work / "runs/ddp", map_location="cpu")["method"]))
+    want = dict(_floats(load_latest(tmp_path / "ref", map_location="cpu")["method"]))
+    assert got.keys() == want.keys()
+    for key, val in want.items():
+        torch.testing.assert_close(got[key], val, rtol=1e-3, atol=1e-4, msg=key)
+
+
+def _floats(state, prefix=""):
+    for key, val in state.items():
+        if isinstance(val, dict):
+            yield from _floats(val, f"{prefix}{key}.")
+        elif isinstance(val, torch.Tensor) and val.is_floating_point():
+            yield prefix + str(key), val
+
+
 # ---- (a) a preset end to end: GPU rules on the gpu partition, same results as the local run --------
 
 def _gpu_jobs(work: Path) -> list[str]:
@@ -241,6 +282,23 @@ def _gpu_jobs(work: Path) -> list[str]:
     return [line for line in out.splitlines() if "gres/gpu" in line]
 
 
+def _preset_workdir(work: Path, preset: Path) -> Path:
+    """A working directory that sees the repo's workflow/ and weights, running ``preset`` with
+    training on one GPU if the preset has no GPU rule (the fake GPUs run on the CPU)."""
+    work.mkdir()
+    (work / "workflow").symlink_to(ROOT / "workflow")
+    weights = ROOT / "resources" / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    (work / "resources").mkdir()
+    (work / "resources" / "weights").symlink_to(weights)
+    cfg = yaml.safe_load(preset.read_text())
+    cfg["experiments_dir"] = str(ROOT / cfg.get("experiments_dir", "workflow/config/experiments"))
+    train = cfg.setdefault("train_resources", {})
+    train["gpu"] = max(1, int(train.get("gpu", 0)))
+    (work / "preset.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return work
+
+
 @pytest.mark.slow
 def test_preset_end_to_end_on_the_cluster(cluster, tmp_path):
     preset = ROOT / PRESET
@@ -248,13 +306,13 @@ def test_preset_end_to_end_on_the_cluster(cluster, tmp_path):
         pytest.fail(f"preset {PRESET} not found (set CDRL_SLURM_PRESET to an existing preset)")
     runs = {}
     for mode in ("local", "slurm"):
-        work = tmp_path / mode
-        work.mkdir()
+        work = _preset_workdir(tmp_path / mode, preset)
+        args = ["-s", str(ROOT / "Snakefile"), "all", "--configfile", str(work / "preset.yaml")]
         if mode == "local":
-            cmd = [*SNAKEMAKE, "-d", str(work), "--cores", "2", "--configfile", str(preset), "all"]
+            cmd = [*SNAKEMAKE, "-d", str(work), "--cores", "2", *args]
         else:
-            cmd = _snakemake_cmd(work, "--configfile", str(preset), "all")
-        proc = _run(cmd, timeout=1200, env=_env(), cwd=ROOT)
+            cmd = _snakemake_cmd(work, "--submitit-jobname-prefix", "t-e2e-", *args)
+        proc = _run(cmd, timeout=1200, env=_env(), cwd=work)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
         runs[mode] = work
     gpu = _gpu_jobs(runs["slurm"])
@@ -264,7 +322,5 @@ def test_preset_end_to_end_on_the_cluster(cluster, tmp_path):
     assert tables, "the preset made no tables"
     for rel in tables:
         assert (runs["slurm"] / rel).read_text() == (runs["local"] / rel).read_text(), rel
-    outputs = {p.relative_to(runs["local"]) for p in (runs["local"] / "results").rglob("*")
-               if p.is_file()}
-    assert outputs <= {p.relative_to(runs["slurm"]) for p in (runs["slurm"] / "results").rglob("*")}
-    shutil.rmtree(runs["slurm"] / "logs", ignore_errors=True)
+    made = {p.relative_to(runs["slurm"]) for p in (runs["slurm"] / "results").rglob("*")}
+    assert {p.relative_to(runs["local"]) for p in (runs["local"] / "results").rglob("*")} <= made

@@ -64,6 +64,8 @@ def submitit_parameters(resources: Mapping[str, Any], threads: int, name: str,
         "tasks_per_node": 1,
         "cpus_per_task": _int(resources, "cpus_per_task", threads) or 1,
         "slurm_signal_delay_s": settings.signal_delay_s,
+        # Keep the logs of every attempt of a requeued job in the same files.
+        "slurm_srun_args": ["--open-mode=append"],
     }
     mem_mb = _int(resources, "mem_mb")
     if mem_mb:
