@@ -48,6 +48,7 @@ ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEU
           "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "PREEMPTED", "STAGE_OUT", "SIGNALING",
           "RESV_DEL_HOLD", "SPECIAL_EXIT", "STOPPED", "UNKNOWN", "READY"}
 SQUEUE_TIMEOUT_S = 60
+UNKNOWN_LIMIT_S = 600
 # Snakemake builds argparse types from the fields: typing.Optional works, `str | None` does not.
 OptStr = Optional[str]  # noqa: UP045
 
@@ -219,6 +220,13 @@ class Executor(RemoteExecutor):
                 return "ok"
             return f"SLURM job {jobid} failed: {str(payload).strip().splitlines()[-1]}\n{logs}\n"
         state = self.watcher.get_state(jobid, mode="cache").split()[0].upper()
+        if state == "UNKNOWN":
+            # sacct does not know the job yet; forever means no accounting (slurmdbd) to ask.
+            if time.time() - info.aux["since"] > UNKNOWN_LIMIT_S:
+                return (f"SLURM job {jobid}: sacct has not reported it for "
+                        f"{UNKNOWN_LIMIT_S} s; is SLURM accounting (slurmdbd) running?\n{logs}\n")
+            return None
+        info.aux["since"] = time.time()
         # submitit stops asking sacct about jobs it thinks are done; some are not for us.
         if state in ACTIVE:
             self.watcher._finished.discard(jobid)
@@ -249,6 +257,9 @@ class Executor(RemoteExecutor):
             subprocess.run(["scancel", *ids], check=False, timeout=SQUEUE_TIMEOUT_S)
         except (subprocess.SubprocessError, OSError) as err:
             self.logger.error(f"scancel {' '.join(ids)} failed: {err}")
+        with self._mine_lock:
+            for jobid in ids:
+                self._mine.pop(jobid, None)
 
     def shutdown(self) -> None:
         super().shutdown()
