@@ -34,7 +34,7 @@ test: $(STAMP) $(WEIGHTS)
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cdrl baselines tests scripts
+	$(VENV)/bin/ruff check cdrl baselines tests scripts slurm
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --lint
 
