@@ -133,7 +133,8 @@ StorageLoc=slurm_acct_db
 EOF
 	chmod 600 "$CONF_DIR/slurmdbd.conf"
 	local i
-	for i in 0 1; do [[ -e /dev/fakegpu$i ]] || mknod "/dev/fakegpu$i" c 1 3; done
+	# Device files like /dev/null; a plain file where mknod is not allowed (some containers).
+	for i in 0 1; do [[ -e /dev/fakegpu$i ]] || mknod "/dev/fakegpu$i" c 1 3 || touch "/dev/fakegpu$i"; done
 }
 
 start_munge() {
