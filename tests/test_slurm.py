@@ -33,6 +33,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 PRESET = os.environ.get("CDRL_SLURM_PRESET", "workflow/config/tiny.yaml")
 # Fast status checks for tests; everything else comes from slurm/config.yaml.
 FAST = ["--seconds-between-status-checks", "2", "--latency-wait", "5"]
+# Job-name prefix of this session: test sessions sharing a cluster do not see each other's jobs.
+TAG = f"t{os.getpid()}-"
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="a SLURM cluster needs Linux"),
@@ -148,7 +150,7 @@ rule train:
     try:
         proc = _smk(work, "--submitit-signal-delay-s", "30", "--submitit-checkpoint-grace-s",
                     "20", "--submitit-max-requeue", "6", "--submitit-jobname-prefix",
-                    "t-requeue-", timeout=900)
+                    TAG + "requeue-", timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-2000:]
     finally:
@@ -186,14 +188,15 @@ rule wait:
 
 def _start(work: Path, *args) -> subprocess.Popen:
     cmd = _snakemake_cmd(work, "-s", str(work / "Snakefile"), "--configfile",
-                         str(work / "none.yaml"), "--submitit-jobname-prefix", "t-cancel-", *args)
+                         str(work / "none.yaml"), "--submitit-jobname-prefix", TAG + "cancel-",
+                         *args)
     log = open(work / f"snakemake-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen(cmd, env=_env(), cwd=work, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
 def _running(n: int):
-    jobs = _squeue("t-cancel-")
+    jobs = _squeue(TAG + "cancel-")
     return jobs if len(jobs) == n and all(s == "RUNNING" for _, s in jobs.values()) else None
 
 
@@ -201,14 +204,14 @@ def _running(n: int):
 def test_interrupt_cancels_and_rerun_attaches(cluster, tmp_path):
     go = tmp_path / "go"
     work = _workflow(tmp_path / "wf", WAITER.format(go=go))
-    assert not _squeue("t-cancel-"), "leftover jobs from an earlier run"
+    assert not _squeue(TAG + "cancel-"), "leftover jobs from an earlier run"
 
     # Ctrl-C: Snakemake cancels what it submitted.
     smk = _start(work, "all")
     first = _wait("two running jobs", lambda: _running(2), 120)
     smk.send_signal(signal.SIGINT)
     assert smk.wait(timeout=120) != 0
-    _wait("the queue to empty", lambda: not _squeue("t-cancel-"), 60)
+    _wait("the queue to empty", lambda: not _squeue(TAG + "cancel-"), 60)
     assert all(s.startswith("CANCELLED") for s in _sacct(first).values()), _sacct(first)
 
     # A Snakemake killed outright leaves its jobs running...
@@ -251,7 +254,7 @@ rule train:
     resources: runtime=10, mem_mb=2000, gpu=2, cpus_per_task=1
     shell: "python -m cdrl train --config {cfg} --run-dir runs/ddp --no-progress"
 """)
-    proc = _smk(work, "--submitit-jobname-prefix", "t-ddp-", timeout=600)
+    proc = _smk(work, "--submitit-jobname-prefix", TAG + "ddp-", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert json.loads((work / "runs/ddp/final.json").read_text())["world_size"] == 2
     ref = _run([sys.executable, "-m", "cdrl", "train", "--config", str(cfg), "--run-dir",
@@ -322,7 +325,7 @@ def test_preset_end_to_end_on_the_cluster(cluster, tmp_path):
         if mode == "local":
             cmd = [*SNAKEMAKE, "-d", str(work), "--cores", "2", *args]
         else:
-            cmd = _snakemake_cmd(work, "--submitit-jobname-prefix", "t-e2e-", *args)
+            cmd = _snakemake_cmd(work, "--submitit-jobname-prefix", TAG + "e2e-", *args)
         proc = _run(cmd, timeout=1200, env=_env(), cwd=work)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
         runs[mode] = work
