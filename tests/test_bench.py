@@ -1,0 +1,97 @@
+"""`cdrl bench` (NFE counting, tables), the fast paths against float32 references, gpu_check."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cdrl.bench import COLUMNS, build_for_bench, count_sampling_nfe, nfe_formula
+from cdrl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP = ROOT / "workflow/config/experiments"
+# Digits layout, shrunk further so that a sampling call takes milliseconds.
+TINY = ["ebm.width=8", "ebm.temb_dim=32", "initializer.width=8", "initializer.temb_dim=32",
+        "train.batch_size=4"]
+
+
+@pytest.mark.parametrize("name,steps,tweedie", [("cdrl_digits", 15, True),
+                                                ("drl_digits", 30, False)])
+def test_counted_nfe_equals_formula(name, steps, tweedie):
+    cfg, method, _ = build_for_bench(str(EXP / f"{name}.yaml"), None, TINY, "cpu")
+    assert (cfg.sample.langevin_steps, cfg.sample.tweedie) == (steps, tweedie)
+    grads, inits = count_sampling_nfe(method, 3)
+    T = method.T
+    assert grads == T * steps + int(tweedie)
+    assert inits == (T if name.startswith("cdrl") else 0)
+    assert (grads, inits) == nfe_formula(cfg, method)
+    # The instrumentation is removed afterwards.
+    assert "energy" not in method.ebm_ema.model.__dict__
+
+
+def test_counts_follow_the_configured_steps():
+    cfg, method, _ = build_for_bench(str(EXP / "cdrl_digits.yaml"), None,
+                                     TINY + ["sample.langevin_steps=2", "sample.tweedie=false"],
+                                     "cpu")
+    assert count_sampling_nfe(method, 2) == (method.T * 2, method.T) == nfe_formula(cfg, method)
+
+
+def test_bench_cli_writes_csv_and_markdown(tmp_path, capsys):
+    out = tmp_path / "tables/speed.csv"
+    args = ["bench", "--cdrl", str(EXP / "cdrl_digits.yaml"), "--drl", str(EXP / "drl_digits.yaml"),
+            "--batch", "2", "--train-batch", "2", "--repeats", "1", "--device", "cpu",
+            "--out", str(out)]
+    for item in TINY:
+        args += ["--set", item]
+    assert main(args) == 0
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == COLUMNS
+    by = {r["quantity"]: r for r in rows}
+    grads = by["EBM gradient evaluations per image"]
+    assert (float(grads["cdrl"]), float(grads["drl"])) == (91, 180)
+    assert grads["cdrl_formula"] == "T*K+1" and float(grads["claimed"]) == 2
+    assert float(by["initializer forwards per image"]["cdrl"]) == 6
+    assert float(by["EBM gradient evaluations per training example"]["drl_over_cdrl"]) == 2
+    for q in ("sampling time per image", "training time per iteration"):
+        assert float(by[q]["cdrl"]) > 0 and float(by[q]["drl"]) > 0
+        assert float(by[q]["drl_over_cdrl"]) == pytest.approx(
+            float(by[q]["drl"]) / float(by[q]["cdrl"]), rel=1e-3)
+    md = out.with_suffix(".md").read_text()
+    assert "| quantity | unit | CDRL | DRL | DRL / CDRL | claimed |" in md
+    assert "sampling time per image" in md
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["csv"] == str(out)
+
+
+def test_bad_override_names_the_key():
+    from cdrl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ebm.widht"):
+        build_for_bench(str(EXP / "cdrl_digits.yaml"), None, ["ebm.widht=3"], "cpu")
+
+
+def test_gpu_check_quick_runs_on_cpu(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_check.py"), "--quick",
+                        "--device", "cpu", "--out", str(out)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert {row["method"] for row in result["rows"]} == {"cdrl", "drl"}
+    assert "sample_images_per_s" in result["rows"][0]
+    assert "images/s" in r.stdout
+
+
+def test_gpu_check_fails_clearly_without_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_check.py"), "--device", "cuda",
+                        "--out", str(tmp_path / "x.json")], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "CUDA" in r.stderr
