@@ -27,14 +27,14 @@ $(WEIGHTS): | $(STAMP)
 stage: $(WEIGHTS)
 
 run: $(STAMP) $(WEIGHTS)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) all
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete all && $(VENV)/bin/snakemake --report results/report.html
 
 # pytest exit code 5 means "no tests collected": not a failure of the suite.
 test: $(STAMP) $(WEIGHTS)
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cdrl baselines tests scripts slurm
+	$(VENV)/bin/ruff check cdrl baselines tests scripts slurm workflow/scripts
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --lint
 

@@ -17,6 +17,7 @@ import argparse
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
@@ -39,6 +40,8 @@ def _cmd_train(args) -> int:
     cfg = load_config(args.config)
     if args.device:
         cfg.device = args.device
+    if args.replace_changed:
+        _set_aside_if_changed(Path(args.run_dir), cfg)
     from . import distributed  # N processes when the job has N GPUs or CDRL_NPROC=N
 
     if (nproc := distributed.procs_wanted()) > 1:
@@ -48,6 +51,21 @@ def _cmd_train(args) -> int:
     result = train(cfg, args.run_dir, max_iters=args.max_iters, progress=not args.no_progress)
     print(json.dumps(result))
     return 0
+
+
+def _set_aside_if_changed(run_dir: Path, cfg) -> None:
+    """``--replace-changed``: a run directory started under another config is renamed to
+    ``<dir>.replaced-<time>`` (kept, never deleted) so this config starts afresh there."""
+    from .config import config_to_dict
+    from .trainer import RunStateError, _check_same_config
+
+    try:
+        _check_same_config(run_dir, config_to_dict(cfg))
+    except RunStateError as err:
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        print(f"cdrl train: {err}; moved the old run to {aside} and starting afresh",
+              file=sys.stderr)
 
 
 def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int,
@@ -71,6 +89,7 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
     cfg, method, state = load_run(run_dir, device)
     batch = batch_size or cfg.sample.batch_size
     out, levels, used = [], [], []
+    t0 = time.perf_counter()  # sampling only: model loading and file writing are excluded
     for lo in range(start, start + count, batch):
         idx = range(lo, min(lo + batch, start + count))
         noise = PerImageNoise(seed, idx, method.device)
@@ -81,6 +100,9 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
         used += [] if lab is None else lab.tolist()
         out.append(x.cpu())
         levels.append(torch.stack(lv).cpu())
+    if method.device.type == "cuda":
+        torch.cuda.synchronize(method.device)
+    seconds = time.perf_counter() - t0
     shape = tuple(state["data_shape"])
     x = torch.cat(out) if out else torch.zeros(0, *shape)
     lv = torch.cat(levels, dim=1) if levels else torch.zeros(method.T + 1, 0, *shape)
@@ -88,7 +110,9 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
             "steps": cfg.sample.langevin_steps if steps is None else steps,
             "use_ema": cfg.sample.use_ema, "tweedie": cfg.sample.tweedie,
             "tweedie_b2": cfg.sample.tweedie_b2, "noise_scale": cfg.sample.noise_scale,
-            "method": cfg.method, "run_dir": str(run_dir)}
+            "method": cfg.method, "run_dir": str(run_dir), "batch_size": batch,
+            "seconds": seconds, "seconds_per_image": seconds / max(count, 1),
+            "device": str(method.device), "threads": torch.get_num_threads()}
     if cfg.data.conditional:
         meta.update(guidance=cfg.sample.guidance if guidance is None else guidance,
                     label_spec=labels or "uniform", labels=used)
@@ -187,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop at this total iteration (default: train.iterations)")
     t.add_argument("--device", default=None, help="override config device (cpu, cuda, ...)")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--replace-changed", action="store_true",
+                   help="if --run-dir was started under another config, rename it aside and "
+                        "start afresh (the workflow's behaviour) instead of refusing")
     t.set_defaults(func=_cmd_train)
 
     g = sub.add_parser("sample", help="draw samples from a trained run")

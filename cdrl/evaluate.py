@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from . import digits_features, inception_weights
 from .checkpoint import atomic_write_text
 
-__all__ = ["evaluate", "add_cli", "load_images", "to_uint8_nchw", "content_sha256",
+__all__ = ["evaluate", "prepare_reference", "add_cli", "load_images", "to_uint8_nchw", "content_sha256",
            "cache_name", "EvaluationError", "MissingWeightsError", "METRIC_KEYS"]
 
 # Metric flag -> the JSON keys it produces, and torch-fidelity's name for each key.
@@ -325,11 +325,57 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
     return result
 
 
+def prepare_reference(reference, extractor: str = "inception", out: Path | None = None,
+                      batch_size: int = 64, cache_root: Path = Path("resources/fidelity_cache"),
+                      weights_path: Path | None = None,
+                      reference_loader: Callable[[str], Dataset] | None = None) -> dict:
+    """Extract and cache the reference's features (and FID statistics) once.
+
+    Later ``evaluate`` calls against the same reference load them from ``cache_root``; the
+    workflow runs this first so parallel evaluations do not extract the same features twice.
+    Returns (and writes to ``out``) what was cached, with ``fid`` of the reference against
+    itself, which must be ~0.
+    """
+    import time
+
+    fe_name, w_path, w_sha, _ = _prepare_extractor(extractor, weights_path)
+    ref = _reference(reference, reference_loader, extractor, w_sha)
+    settings = _fidelity_kwargs({"fid"}, len(ref["x"]), len(ref["x"]), 2020, batch_size)
+    settings.update(feature_extractor=fe_name, feature_extractor_weights_path=str(w_path),
+                    cache_root=str(cache_root))
+    t0 = time.perf_counter()
+    import torch_fidelity
+
+    with tf32_disabled() as tf32:
+        raw = torch_fidelity.calculate_metrics(
+            input1=ImageSet(ref["x"]), input2=ImageSet(ref["x"]),
+            input1_cache_name=ref["cache_name"], input2_cache_name=ref["cache_name"],
+            cuda=torch.cuda.is_available(), verbose=False, datasets_download=False, cache=True,
+            **settings)
+    result = {"reference": str(reference), "extractor": extractor, "cache_root": str(cache_root),
+              "cache_name": ref["cache_name"], "reference_count": len(ref["x"]),
+              "reference_sha256": ref["sha256"], "weights_sha256": w_sha, "tf32": tf32,
+              "fid_self": float(raw["frechet_inception_distance"]),
+              "seconds": time.perf_counter() - t0, "versions": _versions()}
+    if out is not None:
+        atomic_write_text(Path(out), json.dumps(result, indent=1) + "\n")
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line (registered by cdrl/cli.py through add_cli).
 
 def _cmd_evaluate(args, reference_loader=None) -> int:
     try:
+        if args.prepare_reference:
+            res = prepare_reference(args.reference, extractor=args.extractor, out=args.out,
+                                    batch_size=args.batch_size,
+                                    cache_root=Path(args.cache_root), weights_path=args.weights,
+                                    reference_loader=reference_loader)
+            print(json.dumps(res))
+            return 0
+        if not args.samples:
+            raise EvaluationError("--samples is required (unless --prepare-reference)")
         res = evaluate(args.samples, args.reference, metrics=args.metrics,
                        extractor=args.extractor, out=args.out, batch_size=args.batch_size,
                        cache_root=Path(args.cache_root), weights_path=args.weights,
@@ -344,7 +390,9 @@ def _cmd_evaluate(args, reference_loader=None) -> int:
 def add_cli(subparsers, reference_loader: Callable[[str], Dataset] | None = None):
     """Register ``cdrl evaluate``; ``reference_loader`` resolves dataset names."""
     e = subparsers.add_parser("evaluate", help="FID/KID/IS/precision-recall of samples (JSON)")
-    e.add_argument("--samples", required=True, help="folder of PNGs or .npz with array x")
+    e.add_argument("--samples", default=None, help="folder of PNGs or .npz with array x")
+    e.add_argument("--prepare-reference", action="store_true",
+                   help="only extract and cache the reference's features (no --samples)")
     e.add_argument("--reference", required=True, help="dataset name, PNG folder or .npz")
     e.add_argument("--metrics", default="fid", help="comma list of fid,kid,isc,prc")
     e.add_argument("--out", required=True, help="metrics .json (written atomically)")

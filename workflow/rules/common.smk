@@ -1,21 +1,198 @@
+# Shared helpers: config validation, the experiment matrix, target lists, per-run resources.
+# The matrix logic lives in cdrl.experiments (importable and tested without Snakemake).
 from snakemake.utils import validate
+
+from cdrl.config import ConfigError
+from cdrl.experiments import resolve_run, run_instances, run_label, run_seeds
 
 validate(config, schema="../schemas/config.schema.yaml")
 EXPERIMENTS_DIR = config["experiments_dir"]
+RUN_NAMES = sorted(config["runs"])
+TOY_RUNS = config.get("toy", {}).get("runs", [])
+TABLES = config["tables"]
+
+
+def _resolve_all():
+    """Every run config, validated while the DAG is planned (a bad override fails here)."""
+    out = {}
+    for run, seed in run_instances(config):
+        try:
+            out[(run, seed)] = resolve_run(config, run, seed, EXPERIMENTS_DIR)
+        except ConfigError as err:
+            raise ValueError(f"preset config: {err}") from None
+    return out
+
+
+RESOLVED = _resolve_all()
 
 
 wildcard_constraints:
-    exp="|".join(config["toy"]["experiments"]),
+    run="|".join(RUN_NAMES),
+    seed=r"\d+",
+    steps=r"\d+",
+    num=r"\d+",
+    extractor="inception|digits",
+    dataset=r"[A-Za-z0-9_]+",
+
+
+def resolved(wildcards):
+    return RESOLVED[(wildcards.run, int(wildcards.seed))]
+
+
+def run_dataset(run):
+    return RESOLVED[(run, run_seeds(config, run)[0])]["data"]["name"]
+
+
+def default_steps(run):
+    return RESOLVED[(run, run_seeds(config, run)[0])]["sample"]["langevin_steps"]
+
+
+def run_resource(name, default):
+    """Resource of a training job: the run's ``resources:`` entry, else the preset's default."""
+
+    def get(wildcards):
+        spec = config["runs"][wildcards.run].get("resources", {})
+        return spec.get(name, config["train_resources"].get(name, default))
+
+    return get
+
+
+def image_runs():
+    """Runs evaluated as images: the main table, the ablations, the step sweeps."""
+    names = list(TABLES.get("main", []))
+    for abl in TABLES.get("ablations", {}).values():
+        names += abl["runs"]
+    names += list(TABLES.get("sampling_steps", {}))
+    names += list(TABLES.get("headline", {}).values())
+    return sorted(set(names))
+
+
+def eval_spec(run):
+    dataset = run_dataset(run)
+    if dataset not in config["evaluation"]:
+        raise ValueError(
+            f"run {run!r} trains on {dataset!r}, which has no 'evaluation:' entry in the preset"
+        )
+    return config["evaluation"][dataset]
+
+
+def metric_files(run, steps=None, headline=False):
+    """Metric JSONs of one run (all seeds) at ``steps`` (default: the run's own K)."""
+    spec = eval_spec(run)
+    k = default_steps(run) if steps is None else steps
+    extractors = spec.get("headline_metrics", {}) if headline else spec["metrics"]
+    n = (
+        spec.get("headline_num_samples", spec["num_samples"])
+        if headline
+        else spec["num_samples"]
+    )
+    return [
+        f"results/metrics/{run}/seed{s}/k{k}-n{n}-{ex}.json"
+        for s in run_seeds(config, run)
+        for ex in extractors
+    ]
+
+
+def main_metric_files():
+    files = [f for r in image_runs() for f in metric_files(r)]
+    for r in TABLES.get("headline", {}).values():
+        files += metric_files(r, headline=True)
+    return sorted(set(files))
+
+
+def steps_metric_files():
+    return sorted(
+        {
+            f
+            for run, ks in TABLES.get("sampling_steps", {}).items()
+            for k in ks
+            for f in metric_files(run, steps=k)
+        }
+    )
+
+
+def train_outputs(runs):
+    return [
+        f"results/runs/{r}/seed{s}/final.json" for r, s in run_instances(config, runs)
+    ]
 
 
 def toy_targets():
-    exps = config["toy"]["experiments"]
-    return expand("results/figures/toy/{exp}.png", exp=exps)
+    return [
+        f"results/figures/toy/{r}-seed{s}.png"
+        for r, s in run_instances(config, TOY_RUNS)
+    ]
 
 
-def experiment_config(wildcards):
-    return f"{EXPERIMENTS_DIR}/{wildcards.exp}.yaml"
+def grid_targets():
+    return [
+        f"results/figures/samples/{r}-seed{s}.png"
+        for r, s in run_instances(config, image_runs())
+    ]
 
 
-def run_dir(wildcards):
-    return f"results/runs/{wildcards.exp}"
+TABLE_NAMES = ["main", "ablations", "sampling_steps", "training_cost"] + (
+    ["toy"] if TOY_RUNS else []
+)
+
+
+def table_targets():
+    return expand(
+        "results/tables/{name}.{ext}", name=TABLE_NAMES, ext=["csv", "md", "tex"]
+    )
+
+
+def figure_targets():
+    figs = toy_targets() + grid_targets()
+    figs += expand(
+        "results/figures/{name}.{ext}",
+        name=["fid_vs_steps", "training_curves"],
+        ext=["png", "pdf"],
+    )
+    return figs
+
+
+def preset_json():
+    """What the table and figure scripts need to know about the preset, as one dict."""
+    runs = {}
+    for run in RUN_NAMES:
+        seed = run_seeds(config, run)[0]
+        res = RESOLVED[(run, seed)]
+        runs[run] = {
+            "label": run_label(config, run),
+            "published": config["runs"][run].get("published"),
+            "method": res["method"],
+            "dataset": res["data"]["name"],
+            "seeds": run_seeds(config, run),
+            "train_steps": res["train"]["langevin_steps"],
+            "sample_steps": res["sample"]["langevin_steps"],
+            "iterations": res["train"]["iterations"],
+            "levels": res["schedule"]["levels"],
+            "resources": {
+                k: config["runs"][run].get("resources", {}).get(k, v)
+                for k, v in config["train_resources"].items()
+            },
+        }
+    return {
+        "runs": runs,
+        "tables": TABLES,
+        "evaluation": config["evaluation"],
+        "toy": config.get("toy", {}),
+    }
+
+
+def reference_stats_file(wildcards):
+    dataset = run_dataset(wildcards.run)
+    return f"results/metrics/reference/{dataset}-{wildcards.extractor}.json"
+
+
+def eval_metrics(wildcards):
+    spec = eval_spec(wildcards.run)
+    by_extractor = {**spec.get("headline_metrics", {}), **spec["metrics"]}
+    return ",".join(by_extractor[wildcards.extractor])
+
+
+def grid_samples(wildcards):
+    spec = eval_spec(wildcards.run)
+    k = default_steps(wildcards.run)
+    return f"results/samples/{wildcards.run}/seed{wildcards.seed}/k{k}-n{spec['num_samples']}.npz"

@@ -1,0 +1,104 @@
+"""The workflow's figures (PNG and PDF): sample grids, FID against sampling steps, training curves.
+
+Called by ``workflow/scripts/figures.py``; the toy figure is ``cdrl.plots.toy_figure``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["sample_grid", "fid_vs_steps", "training_curves", "save"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, out: str | Path) -> None:
+    """``out`` (.png) and the same name as .pdf."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150, bbox_inches="tight")
+    fig.savefig(out.with_suffix(".pdf"), bbox_inches="tight")
+    _plt().close(fig)
+
+
+def sample_grid(samples: str | Path, out: str | Path, title: str, n: int = 64) -> None:
+    """The first ``n`` images of a ``cdrl sample`` .npz as a square grid."""
+    with np.load(samples) as npz:
+        x = npz["x_uint8"][:n]  # [N, H, W, C]
+    side = int(np.ceil(np.sqrt(len(x))))
+    h, w, c = x.shape[1:]
+    grid = np.full((side * (h + 1) + 1, side * (w + 1) + 1, c), 255, dtype=np.uint8)
+    for i, img in enumerate(x):
+        r, q = divmod(i, side)
+        grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = img
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4, 4.3))
+    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None,
+              interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    save(fig, out)
+
+
+def fid_vs_steps(table, out: str | Path) -> None:
+    """Reproduced FID against total Langevin steps per image (one line per run), and the
+    published CIFAR-10 curve (spec 5.3) where the table carries it; sampling seconds on top."""
+    import pandas as pd
+
+    df = pd.DataFrame(table)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for _run, g in df.groupby("run", sort=False):
+        g = g.sort_values("total_steps")
+        label = f"{g['method'].iloc[0]} ({g['dataset'].iloc[0]}, {g['extractor'].iloc[0]})"
+        axes[0].plot(g["total_steps"], g["mean"], "o-", label=label)
+        pub = g.dropna(subset=["published"])
+        if len(pub):
+            axes[0].plot(pub["total_steps"], pub["published"], "s--", alpha=0.6,
+                         label=f"{g['method'].iloc[0]} published ({pub['published_dataset'].iloc[0]})")
+        if g["seconds_per_image"].notna().any():
+            axes[1].plot(g["seconds_per_image"], g["mean"], "o-", label=label)
+    axes[0].set_xlabel("Langevin steps per image (levels x K)")
+    axes[0].set_ylabel("FID")
+    axes[0].set_title("FID vs sampling steps")
+    axes[1].set_xlabel("sampling seconds per image")
+    axes[1].set_ylabel("FID")
+    axes[1].set_title("FID vs sampling time")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    save(fig, out)
+
+
+def training_curves(runs: dict[str, Path], labels: dict[str, str], out: str | Path) -> None:
+    """EBM loss, and initializer loss where there is one, against iteration for each run."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run, path in runs.items():
+        lines = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+        if not lines:
+            continue
+        it = [ln["iteration"] for ln in lines]
+        axes[0].plot(it, [ln.get("loss_ebm", np.nan) for ln in lines], label=labels.get(run, run), lw=1)
+        if "loss_init" in lines[0]:
+            axes[1].plot(it, [ln["loss_init"] for ln in lines], label=labels.get(run, run), lw=1)
+    axes[0].set_title("EBM loss  mean w_i (F(y^K) - F(y+))")
+    axes[1].set_title("initializer loss  |y^K - y0|^2")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    save(fig, out)

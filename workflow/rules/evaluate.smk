@@ -1,0 +1,50 @@
+# Evaluation with torch-fidelity (cdrl evaluate): FID/KID per extractor against the preset's
+# reference split. The reference's features are cached once per (dataset, extractor) by
+# reference_stats, so parallel evaluations never extract them twice.
+
+
+rule reference_stats:
+    output:
+        "results/metrics/reference/{dataset}-{extractor}.json",
+    log:
+        "logs/reference/{dataset}-{extractor}.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        reference=lambda wc: config["evaluation"][wc.dataset]["reference"],
+        cache_root=config["fidelity_cache"],
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl evaluate --prepare-reference "
+        "--reference {params.reference:q} --extractor {wildcards.extractor} "
+        "--cache-root {params.cache_root:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule evaluate:
+    input:
+        samples="results/samples/{run}/seed{seed}/k{steps}-n{num}.npz",
+        reference=reference_stats_file,
+    output:
+        "results/metrics/{run}/seed{seed}/k{steps}-n{num}-{extractor}.json",
+    log:
+        "logs/evaluate/{run}/seed{seed}/k{steps}-n{num}-{extractor}.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        reference=lambda wc: eval_spec(wc.run)["reference"],
+        metrics=eval_metrics,
+        cache_root=config["fidelity_cache"],
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl evaluate --samples {input.samples:q} "
+        "--reference {params.reference:q} --metrics {params.metrics} "
+        "--extractor {wildcards.extractor} --cache-root {params.cache_root:q} --out {output:q} "
+        "> {log:q} 2>&1"

@@ -1,0 +1,90 @@
+# Figures: results/figures/*.{png,pdf}. The toy figure shows data, density and samples per level.
+
+
+rule figure_toy:
+    input:
+        run="results/runs/{run}/seed{seed}/final.json",
+        samples="results/samples/{run}/seed{seed}/toy.npz",
+    output:
+        fig=report(
+            "results/figures/toy/{run}-seed{seed}.png",
+            caption="../report/toy_figure.rst",
+            category="Toy",
+            labels={"run": "{run}", "seed": "{seed}"},
+        ),
+        metrics="results/figures/toy/{run}-seed{seed}.json",
+    log:
+        "logs/figure/toy/{run}-seed{seed}.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        runtime=15,
+        mem_mb=4000,
+    params:
+        run_dir=subpath(input.run, parent=True),
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl plot-toy --run-dir {params.run_dir:q} "
+        "--samples {input.samples:q} --out {output.fig:q} > {log:q} 2>&1"
+
+
+rule figure_grid:
+    input:
+        samples=grid_samples,
+    output:
+        png=report(
+            "results/figures/samples/{run}-seed{seed}.png",
+            caption="../report/sample_grid.rst",
+            category="Samples",
+            labels={"run": "{run}", "seed": "{seed}"},
+        ),
+        pdf="results/figures/samples/{run}-seed{seed}.pdf",
+    log:
+        "logs/figure/samples/{run}-seed{seed}.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        label=lambda wc: config["runs"][wc.run].get("label", wc.run),
+    script:
+        "../scripts/figures.py"
+
+
+rule figure_steps:
+    input:
+        table="results/tables/sampling_steps.csv",
+    output:
+        png=report(
+            "results/figures/fid_vs_steps.png",
+            caption="../report/fid_vs_steps.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fid_vs_steps.pdf",
+    log:
+        "logs/figure/fid_vs_steps.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/figures.py"
+
+
+rule figure_curves:
+    input:
+        runs=train_outputs([r for r in RUN_NAMES if r not in TOY_RUNS]),
+    output:
+        png=report(
+            "results/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/training_curves.pdf",
+    log:
+        "logs/figure/training_curves.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        preset=preset_json(),
+    script:
+        "../scripts/figures.py"

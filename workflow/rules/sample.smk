@@ -1,0 +1,47 @@
+# Sampling: `cdrl sample` draws images 0..num-1 with K Langevin steps per level. Image i uses the
+# noise stream (seed, i), so a smaller sample is a prefix of a larger one, whatever the batch.
+
+
+rule sample:
+    input:
+        "results/runs/{run}/seed{seed}/final.json",
+    output:
+        "results/samples/{run}/seed{seed}/k{steps}-n{num}.npz",
+    log:
+        "logs/sample/{run}/seed{seed}/k{steps}-n{num}.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        run_dir=subpath(input[0], parent=True),
+        seed=lambda wc: eval_spec(wc.run)["seed"],
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl sample --run-dir {params.run_dir:q} "
+        "--num {wildcards.num} --steps {wildcards.steps} --seed {params.seed} --out {output:q} "
+        "> {log:q} 2>&1"
+
+
+rule sample_toy:
+    input:
+        "results/runs/{run}/seed{seed}/final.json",
+    output:
+        "results/samples/{run}/seed{seed}/toy.npz",
+    log:
+        "logs/sample/{run}/seed{seed}/toy.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        run_dir=subpath(input[0], parent=True),
+        num=config["toy"]["num_samples"],
+        seed=config["toy"]["seed"],
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl sample --run-dir {params.run_dir:q} "
+        "--num {params.num} --seed {params.seed} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,23 @@
+"""Rule tables: every table of the preset as CSV, Markdown and LaTeX (logic in cdrl.tables)."""
+
+import sys
+from pathlib import Path
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: F821  (snakemake injects this object)
+
+from cdrl import tables  # noqa: E402
+
+sm = snakemake  # noqa: F821
+preset, root = sm.params.preset, Path("results")
+pub = tables.Published(sm.input.published)
+built = {
+    "main": (tables.main_table(preset, root, pub), "Main results"),
+    "ablations": (tables.ablation_table(preset, root, pub), "Ablations"),
+    "sampling_steps": (tables.steps_table(preset, root, pub), "FID against sampling steps"),
+    "training_cost": (tables.cost_table(preset, root), "Training cost"),
+}
+if preset["toy"].get("runs"):
+    built["toy"] = (tables.toy_table(preset, root), "2-D toy (checkerboard) sample metrics")
+for name, (df, title) in built.items():
+    tables.write_table(df, Path(sm.output[0]).parent / name, title)
+    print(f"{name}: {len(df)} rows", file=sys.stderr)
