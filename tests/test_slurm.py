@@ -173,6 +173,54 @@ rule train:
     assert not _state_equal(want["method"], got["method"])
 
 
+@pytest.mark.slow
+def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, tiny_config_dict):
+    """USR2 long before the time limit is a preemption for submitit: checkpoint, requeue
+    (not counted against max-requeue), resume, same result."""
+    iters = 300
+    cfg = tmp_path / "pre.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config_dict(threads=1, train={
+        "iterations": iters, "batch_size": 256, "langevin_steps": 15, "ckpt_every": 25,
+        "log_every": 25})))
+    work = _workflow(tmp_path / "wf", f"""
+rule train:
+    output: "runs/pre/final.json"
+    resources: runtime=30, mem_mb=1000, cpus_per_task=1
+    shell: "python -m cdrl train --config {cfg} --run-dir runs/pre --no-progress"
+""")
+    ref = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
+                            "--run-dir", str(tmp_path / "ref"), "--no-progress"],
+                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    smk = subprocess.Popen(_snakemake_cmd(work, "-s", str(work / "Snakefile"), "--configfile",
+                                          str(work / "none.yaml"), "--submitit-max-requeue",
+                                          "0", "--submitit-jobname-prefix", TAG + "pre-"),
+                           env=_env(), cwd=work, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        latest = work / "runs/pre/latest.json"
+        _wait("a first checkpoint", latest.exists, 240, every=0.5)
+        (jobid,) = _squeue(TAG + "pre-")
+        assert _run(["scancel", "--signal=USR2", jobid], timeout=30).returncode == 0
+        out, _ = smk.communicate(timeout=600)
+        assert smk.returncode == 0, out[-4000:]
+        assert ref.wait(timeout=300) == 0
+    finally:
+        if smk.poll() is None:
+            os.killpg(smk.pid, signal.SIGKILL)
+        if ref.poll() is None:
+            ref.kill()
+    attempts = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"],
+                    timeout=30).stdout.split()
+    assert attempts[0] == "REQUEUED" and attempts[-1] == "COMPLETED", attempts
+    logs = work / "logs/submitit" / jobid
+    text = (logs / f"{jobid}_0_log.out").read_text() + (logs / f"{jobid}_0_log.err").read_text()
+    assert "this job is preempted" in text and "Requeued job" in text, text[-3000:]
+    got = load_latest(work / "runs/pre", map_location="cpu")
+    want = load_latest(tmp_path / "ref", map_location="cpu")
+    assert got["iteration"] == want["iteration"] == iters
+    assert not _state_equal(want["method"], got["method"])
+
+
 # ---- (c) Ctrl-C cancels; a re-run attaches instead of submitting twice ---------------------------
 
 WAITER = """
@@ -303,13 +351,14 @@ def _preset_workdir(work: Path, preset: Path) -> Path:
     return work
 
 
-TIMING = re.compile(r"sec|seconds|hours|time", re.IGNORECASE)
+# Measured, not computed: wall-clock time and peak memory differ between any two runs.
+MEASURED = re.compile(r"sec|seconds|hours|time|mem", re.IGNORECASE)
 
 
 def _table(path: Path) -> list[dict]:
-    """A CSV table without its timing columns (wall-clock numbers differ between runs)."""
+    """A CSV table without its measured columns (time, memory)."""
     with open(path, newline="") as f:
-        return [{k: v for k, v in row.items() if not TIMING.search(k or "")}
+        return [{k: v for k, v in row.items() if not MEASURED.search(k or "")}
                 for row in csv.DictReader(f)]
 
 
