@@ -288,6 +288,38 @@ def test_interrupt_cancels_and_rerun_attaches(cluster, tmp_path):
     assert len(names) == 4 and sum(s == "COMPLETED" for s in names.values()) == 2, names
 
 
+FAILING = """
+rule all:
+    input: "out/slow.txt", "out/bad.txt"
+
+rule bad:
+    output: "out/bad.txt"
+    resources: runtime=10, mem_mb=300, cpus_per_task=1
+    shell: "sleep 3; exit 3"
+
+rule slow:
+    output: "out/slow.txt"
+    resources: runtime=10, mem_mb=300, cpus_per_task=1
+    shell: "sleep 600; touch {output}"
+"""
+
+
+@pytest.mark.slow
+def test_failed_job_cancels_the_others_and_names_its_logs(cluster, tmp_path):
+    work = _workflow(tmp_path / "wf", FAILING)
+    start = time.monotonic()
+    proc = _smk(work, "--submitit-jobname-prefix", TAG + "fail-", timeout=300)
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 240, "the slow job was waited for, not cancelled"
+    log = proc.stdout + proc.stderr
+    ids = dict(re.findall(r"\((\S+)\) submitted as SLURM job (\d+)", log))
+    slow = next(i for name, i in ids.items() if "slow" in name)
+    assert _sacct([slow])[slow].startswith("CANCELLED"), log[-3000:]
+    bad = next(i for name, i in ids.items() if "bad" in name)
+    assert f"logs/submitit/{bad}/{bad}_0_log.err" in log, log[-3000:]
+    assert not _squeue(TAG + "fail-")
+
+
 # ---- multi-GPU: a rule with gpu: 2 runs two data-parallel processes ------------------------------
 
 @pytest.mark.slow
