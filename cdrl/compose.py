@@ -1,6 +1,6 @@
 """Compositional generation with attribute-conditional CDRL (spec 6.2).
 
-    cdrl train --config workflow/config/downstream/compose_toy.yaml --run-dir runs/compose_toy
+    cdrl train --config workflow/config/experiments/compose_toy.yaml --run-dir runs/compose_toy
     cdrl compose --run-dir runs/compose_toy --conditions right,upper --guidance 3 --num 2000 \
         --out compose.npz --metrics compose.json --figure compose.png
 

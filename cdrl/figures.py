@@ -102,3 +102,40 @@ def training_curves(runs: dict[str, Path], labels: dict[str, str], out: str | Pa
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
     save(fig, out)
+
+
+def guidance_figure(table, out: str | Path) -> None:
+    """FID (and class accuracy) against the guidance weight w, and the paper's ImageNet 32 FID and
+    IS curve (spec 6.1) beside it."""
+    import pandas as pd
+
+    df = pd.DataFrame(table).sort_values("w")
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    ax = axes[0]
+    for col in [c for c in df.columns if c.startswith("FID (")]:
+        ax.plot(df["w"], df[col], "o-", label=f"reproduced {col} ({df['dataset'].iloc[0]})")
+    ax.set_xlabel("guidance weight w")
+    ax.set_ylabel("FID")
+    if "class_accuracy" in df:
+        acc = ax.twinx()
+        acc.plot(df["w"], df["class_accuracy"], "s--", color="tab:green", label="class accuracy")
+        acc.set_ylabel("class accuracy of samples")
+        acc.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("reproduced")
+    pub = df.dropna(subset=["published_FID"])
+    ax = axes[1]
+    if len(pub):
+        ax.plot(pub["w"], pub["published_FID"], "o-", label="published FID")
+        ax2 = ax.twinx()
+        ax2.plot(pub["w"], pub["published_IS"], "s--", color="tab:red", label="published IS")
+        ax2.set_ylabel("IS")
+        ax2.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_xlabel("guidance weight w")
+    ax.set_ylabel("FID")
+    ax.set_title(f"paper ({df['published_dataset'].iloc[0]}, read off the figure)")
+    for a in axes:
+        a.grid(alpha=0.3)
+    save(fig, out)

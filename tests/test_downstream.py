@@ -375,7 +375,7 @@ def test_composed_toy_samples_land_in_the_intersection(tmp_path):
     quadrant than either condition alone or the unconditional model."""
     import yaml
 
-    cfg = yaml.safe_load((ROOT / "workflow/config/downstream/compose_toy.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "workflow/config/experiments/compose_toy.yaml").read_text())
     cfg = merge(cfg, {"threads": 0, "train": {"iterations": 250, "ckpt_every": 250}})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"

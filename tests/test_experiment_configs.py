@@ -14,7 +14,7 @@ from cdrl.registry import build_method
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "workflow/config/experiments")
                      .glob("*.yaml"))
-OFFLINE = {"checkerboard", "8gaussians", "rings", "digits16", "lfw25"}
+OFFLINE = {"checkerboard", "8gaussians", "rings", "quadrants", "digits16", "lfw25"}
 
 
 def test_every_method_has_a_cpu_config():

@@ -104,7 +104,8 @@ def test_bad_preset_fails_at_planning_with_the_key(tmp_path, mutate, expected):
     assert expected in proc.stdout + proc.stderr
 
 
-TABLES = ["main", "ablations", "sampling_steps", "training_cost", "toy"]
+TABLES = ["main", "ablations", "sampling_steps", "training_cost", "toy", "guidance", "compose",
+          "inpaint", "ood", "speed"]
 
 
 @pytest.mark.slow
@@ -124,7 +125,7 @@ def test_end_to_end_tiny_preset(tmp_path):
         ("digits_cdrl", 0), ("digits_cdrl", 2), ("digits_cdrl", 15), ("digits_drl", 2),
         ("digits_drl", 4)]
     assert (steps["seconds_per_image"] > 0).all()
-    assert len(pd.read_csv(res / "tables" / "training_cost.csv")) == 4
+    assert len(pd.read_csv(res / "tables" / "training_cost.csv")) == 6
     for fig in ["fid_vs_steps", "training_curves"]:
         for ext in ("png", "pdf"):
             assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 5_000
@@ -132,6 +133,22 @@ def test_end_to_end_tiny_preset(tmp_path):
         assert (res / "figures" / "samples" / f"{run}-seed0.png").stat().st_size > 5_000
     toy = json.loads((res / "figures" / "toy" / "toy_cdrl-seed0.json").read_text())
     assert toy["num_samples"] == 256
+    # Downstream tasks and speed (issues 7, 8).
+    guidance = pd.read_csv(res / "tables" / "guidance.csv")
+    assert list(guidance["w"]) == [0.0, 1.0] and guidance["class_accuracy"].between(0, 1).all()
+    assert list(guidance["published_FID"]) == [8.28, 6.67]  # ImageNet 32 curve (spec 6.1)
+    compose = pd.read_csv(res / "tables" / "compose.csv")
+    assert "composed" in set(compose["setting"])
+    inpaint = pd.read_csv(res / "tables" / "inpaint.csv")
+    assert set(inpaint["mask"]) == {"center", "random"} and (inpaint["num"] == 8).all()
+    ood = pd.read_csv(res / "tables" / "ood.csv")
+    assert set(ood["ood"]) == {"lfw16", "noise"} and ood["auroc"].between(0, 1).all()
+    assert ood.set_index("ood").loc["lfw16", "published"] == 0.84
+    speed = pd.read_csv(res / "tables" / "speed.csv")
+    assert {"case", "quantity", "cdrl", "drl", "drl_over_cdrl"} <= set(speed.columns)
+    for fig in ("guidance.png", "guidance.pdf", "compose/toy_compose-seed0.png",
+                "inpaint/digits_cdrl-seed0.png"):
+        assert (res / "figures" / fig).stat().st_size > 5_000, fig
 
     # A second invocation has nothing to do.
     again = _snakemake(work, "--cores", "2", "all")
@@ -152,6 +169,7 @@ def test_end_to_end_tiny_preset(tmp_path):
     trained = [ln.split("=")[1].split(",")[0] for ln in plan.splitlines()
                if ln.strip().startswith("wildcards: run=")]
     assert "digits_drl" in trained and "digits_cdrl" not in trained
+    assert "digits_cond" not in trained and "toy_compose" not in trained
     _snakemake(work, "--cores", "2", "all")
     log = (work / "logs" / "train" / "digits_drl" / "seed0.log").read_text()
     stats = [json.loads(x) for x in

@@ -1,5 +1,7 @@
 # Shared helpers: config validation, the experiment matrix, target lists, per-run resources.
 # The matrix logic lives in cdrl.experiments (importable and tested without Snakemake).
+import shlex
+
 from snakemake.utils import validate
 
 from cdrl.config import ConfigError
@@ -10,6 +12,8 @@ EXPERIMENTS_DIR = config["experiments_dir"]
 RUN_NAMES = sorted(config["runs"])
 TOY_RUNS = config.get("toy", {}).get("runs", [])
 TABLES = config["tables"]
+DOWNSTREAM = config.get("downstream", {})
+SPEED = config.get("speed", {})
 
 
 def _resolve_all():
@@ -32,6 +36,8 @@ wildcard_constraints:
     steps=r"\d+",
     num=r"\d+",
     extractor="inception|digits",
+    w=r"\d+(\.\d+)?",
+    case=r"[A-Za-z0-9_]+",
     dataset=r"[A-Za-z0-9_]+",
 
 
@@ -149,6 +155,13 @@ def figure_targets():
         name=["fid_vs_steps", "training_curves"],
         ext=["png", "pdf"],
     )
+    if "guidance" in DOWNSTREAM:
+        figs += ["results/figures/guidance.png", "results/figures/guidance.pdf"]
+    for kind in ("compose", "inpaint"):
+        figs += [
+            f.replace("results/downstream", "results/figures").replace(".json", ".png")
+            for f in downstream_file(kind, "json")
+        ]
     return figs
 
 
@@ -176,6 +189,8 @@ def preset_json():
     return {
         "runs": runs,
         "tables": TABLES,
+        "downstream": DOWNSTREAM,
+        "speed": SPEED,
         "evaluation": config["evaluation"],
         "toy": config.get("toy", {}),
     }
@@ -196,3 +211,69 @@ def grid_samples(wildcards):
     spec = eval_spec(wildcards.run)
     k = default_steps(wildcards.run)
     return f"results/samples/{wildcards.run}/seed{wildcards.seed}/k{k}-n{spec['num_samples']}.npz"
+
+
+# Downstream tasks and the speed benchmark (workflow/rules/downstream.smk).
+DOWNSTREAM_TABLES = [
+    k for k in ("guidance", "compose", "inpaint", "ood") if k in DOWNSTREAM
+]
+DOWNSTREAM_TABLES += ["speed"] if SPEED else []
+
+
+def first_seed(run):
+    return run_seeds(config, run)[0]
+
+
+def downstream_file(kind, ext):
+    """The result of one downstream task on the first seed of its run ([] if not configured)."""
+    if kind not in DOWNSTREAM:
+        return []
+    run = DOWNSTREAM[kind]["run"]
+    return [f"results/downstream/{kind}/{run}-seed{first_seed(run)}.{ext}"]
+
+
+def guidance_files():
+    if "guidance" not in DOWNSTREAM:
+        return []
+    g = DOWNSTREAM["guidance"]
+    run, n = g["run"], g["num_samples"]
+    base = f"results/metrics/{run}/seed{first_seed(run)}/guided"
+    files = [
+        f"{base}-w{w:g}-n{n}-{ex}.json"
+        for w in g["weights"]
+        for ex in eval_spec(run)["metrics"]
+    ]
+    if g.get("class_accuracy", False):
+        files += [f"{base}-w{w:g}-n{n}-accuracy.json" for w in g["weights"]]
+    return files
+
+
+def _bench_side(case, side):
+    """(kind, value) of one side of a speed case: a trained run of the preset or a base config."""
+    spec = SPEED[case]
+    if f"{side}_run" in spec:
+        run = spec[f"{side}_run"]
+        return "run", f"results/runs/{run}/seed{first_seed(run)}"
+    return "config", f"{EXPERIMENTS_DIR}/{spec[side + '_config']}.yaml"
+
+
+def bench_inputs(wildcards):
+    files = []
+    for side in ("cdrl", "drl"):
+        kind, path = _bench_side(wildcards.case, side)
+        files.append(f"{path}/final.json" if kind == "run" else path)
+    return files
+
+
+def bench_args(wildcards):
+    spec = SPEED[wildcards.case]
+    args = []
+    for side in ("cdrl", "drl"):
+        kind, path = _bench_side(wildcards.case, side)
+        args += [f"--{side}-run" if kind == "run" else f"--{side}", path]
+    args += ["--batch", spec.get("batch", 16), "--repeats", spec.get("repeats", 3)]
+    if "train_batch" in spec:
+        args += ["--train-batch", spec["train_batch"]]
+    if "device" in spec:
+        args += ["--device", spec["device"]]
+    return " ".join(shlex.quote(str(a)) for a in args)

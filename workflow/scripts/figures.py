@@ -21,6 +21,8 @@ elif sm.rule == "figure_curves":
         many = len(info[run]["seeds"]) > 1
         labels[f"{run}/{seed}"] = info[run]["label"] + (f" ({seed})" if many else "")
     figures.training_curves(runs, labels, sm.output.png)
+elif sm.rule == "figure_guidance":
+    figures.guidance_figure(pd.read_csv(sm.input.table), sm.output.png)
 elif sm.rule == "figure_grid":
     title = f"{sm.params.label} ({sm.wildcards.run}, seed {sm.wildcards.seed})"
     figures.sample_grid(sm.input.samples, sm.output.png, title)

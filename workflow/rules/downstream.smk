@@ -1,0 +1,219 @@
+# Downstream tasks (spec 6) and the speed benchmark (spec 5.2) on trained runs of the preset:
+# classifier-free guidance sweep, compositional generation, inpainting, OOD detection, and
+# `cdrl bench` (CDRL vs DRL gradient counts and wall-clock). Tables: downstream_tables.
+
+
+rule sample_guided:
+    input:
+        "results/runs/{run}/seed{seed}/final.json",
+    output:
+        "results/samples/{run}/seed{seed}/guided-w{w}-n{num}.npz",
+    log:
+        "logs/sample/{run}/seed{seed}/guided-w{w}-n{num}.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        run_dir=subpath(input[0], parent=True),
+        seed=lambda wc: eval_spec(wc.run)["seed"],
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl sample --run-dir {params.run_dir:q} "
+        "--num {wildcards.num} --guidance {wildcards.w} --labels uniform --seed {params.seed} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule evaluate_guided:
+    input:
+        samples="results/samples/{run}/seed{seed}/guided-w{w}-n{num}.npz",
+        reference=reference_stats_file,
+    output:
+        "results/metrics/{run}/seed{seed}/guided-w{w}-n{num}-{extractor}.json",
+    log:
+        "logs/evaluate/{run}/seed{seed}/guided-w{w}-n{num}-{extractor}.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        reference=lambda wc: eval_spec(wc.run)["reference"],
+        metrics=eval_metrics,
+        cache_root=config["fidelity_cache"],
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl evaluate --samples {input.samples:q} "
+        "--reference {params.reference:q} --metrics {params.metrics} "
+        "--extractor {wildcards.extractor} --cache-root {params.cache_root:q} --out {output:q} "
+        "> {log:q} 2>&1"
+
+
+rule class_accuracy:
+    input:
+        "results/samples/{run}/seed{seed}/guided-w{w}-n{num}.npz",
+    output:
+        "results/metrics/{run}/seed{seed}/guided-w{w}-n{num}-accuracy.json",
+    log:
+        "logs/evaluate/{run}/seed{seed}/guided-w{w}-n{num}-accuracy.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl class-accuracy --samples {input:q} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule compose:
+    input:
+        "results/runs/{run}/seed{seed}/final.json",
+    output:
+        npz="results/downstream/compose/{run}-seed{seed}.npz",
+        metrics="results/downstream/compose/{run}-seed{seed}.json",
+        fig=report(
+            "results/figures/compose/{run}-seed{seed}.png",
+            caption="../report/compose.rst",
+            category="Downstream",
+        ),
+    log:
+        "logs/downstream/compose/{run}-seed{seed}.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        run_dir=subpath(input[0], parent=True),
+        conditions=",".join(DOWNSTREAM.get("compose", {}).get("conditions", [])),
+        num=DOWNSTREAM.get("compose", {}).get("num_samples", 0),
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl compose --run-dir {params.run_dir:q} "
+        "--conditions {params.conditions:q} --num {params.num} --out {output.npz:q} "
+        "--metrics {output.metrics:q} --figure {output.fig:q} > {log:q} 2>&1"
+
+
+rule inpaint:
+    input:
+        "results/runs/{run}/seed{seed}/final.json",
+    output:
+        metrics="results/downstream/inpaint/{run}-seed{seed}.json",
+        fig=report(
+            "results/figures/inpaint/{run}-seed{seed}.png",
+            caption="../report/inpaint.rst",
+            category="Downstream",
+        ),
+    log:
+        "logs/downstream/inpaint/{run}-seed{seed}.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        run_dir=subpath(input[0], parent=True),
+        dataset=DOWNSTREAM.get("inpaint", {}).get("dataset", ""),
+        masks=",".join(DOWNSTREAM.get("inpaint", {}).get("masks", [])),
+        num=DOWNSTREAM.get("inpaint", {}).get("num", 0),
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl inpaint --run-dir {params.run_dir:q} "
+        "--dataset {params.dataset:q} --masks {params.masks:q} --num {params.num} "
+        "--out-json {output.metrics:q} --figure {output.fig:q} > {log:q} 2>&1"
+
+
+rule ood:
+    input:
+        "results/runs/{run}/seed{seed}/final.json",
+    output:
+        "results/downstream/ood/{run}-seed{seed}.json",
+    log:
+        "logs/downstream/ood/{run}-seed{seed}.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        run_dir=subpath(input[0], parent=True),
+        in_dist=DOWNSTREAM.get("ood", {}).get("in_dist", ""),
+        sets=",".join(DOWNSTREAM.get("ood", {}).get("sets", [])),
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl ood --run-dir {params.run_dir:q} "
+        "--in-dist {params.in_dist:q} --ood {params.sets:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule bench:
+    input:
+        bench_inputs,
+    output:
+        "results/speed/{case}.csv",
+    log:
+        "logs/speed/{case}.log",
+    conda:
+        "../../environment.yml"
+    threads: lambda wc: SPEED[wc.case].get("threads", 1)
+    resources:
+        gpu=lambda wc: SPEED[wc.case].get("gpu", 0),
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        args=bench_args,
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl bench {params.args} --threads {threads} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule downstream_tables:
+    input:
+        guidance=guidance_files(),
+        compose=downstream_file("compose", "json"),
+        inpaint=downstream_file("inpaint", "json"),
+        ood=downstream_file("ood", "json"),
+        speed=expand("results/speed/{case}.csv", case=list(SPEED)),
+        published="workflow/data/published.csv",
+    output:
+        report(
+            expand("results/tables/{name}.csv", name=DOWNSTREAM_TABLES),
+            caption="../report/downstream_tables.rst",
+            category="Tables",
+        ),
+        expand("results/tables/{name}.{ext}", name=DOWNSTREAM_TABLES, ext=["md", "tex"]),
+    log:
+        "logs/downstream_tables.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        preset=preset_json(),
+    script:
+        "../scripts/downstream_tables.py"
+
+
+rule figure_guidance:
+    input:
+        table="results/tables/guidance.csv",
+    output:
+        png=report(
+            "results/figures/guidance.png",
+            caption="../report/guidance.rst",
+            category="Downstream",
+        ),
+        pdf="results/figures/guidance.pdf",
+    log:
+        "logs/figure/guidance.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/figures.py"

@@ -1,0 +1,27 @@
+"""Rule downstream_tables: guidance, compose, inpaint, ood and speed tables (cdrl.downstream_tables)."""
+
+import sys
+from pathlib import Path
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: F821  (snakemake injects this object)
+
+from cdrl import downstream_tables as dt  # noqa: E402
+from cdrl.tables import Published, write_table  # noqa: E402
+
+sm = snakemake  # noqa: F821
+preset, root = sm.params.preset, Path("results")
+pub = Published(sm.input.published)
+builders = {
+    "guidance": (lambda: dt.guidance_table(preset, root, pub), "Classifier-free guidance sweep"),
+    "compose": (lambda: dt.compose_table(preset, root), "Compositional generation"),
+    "inpaint": (lambda: dt.inpaint_table(preset, root), "Inpainting (missing pixels)"),
+    "ood": (lambda: dt.ood_table(preset, root, pub), "Out-of-distribution detection (AUROC)"),
+    "speed": (lambda: dt.speed_table(preset, root), "Speed: CDRL vs DRL (cdrl bench)"),
+}
+outdir = Path(sm.output[0]).parent
+for out in sm.output[: len(sm.output) // 3]:
+    name = Path(out).stem
+    build, title = builders[name]
+    df = build()
+    write_table(df, outdir / name, title)
+    print(f"{name}: {len(df)} rows", file=sys.stderr)
