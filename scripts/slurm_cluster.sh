@@ -211,17 +211,14 @@ stop() {
 	return 0
 }
 
-# One start/stop at a time (several test sessions may share this machine).
-locked() {
-	exec 9>/run/cdrl-slurm.lock
-	flock -w 900 9 || die "timed out waiting for /run/cdrl-slurm.lock"
-	"$@"
-}
-
+# One install/start/stop at a time (several test sessions may share this machine). The lock is
+# held by flock itself (-o): daemons started under it must not inherit the lock's descriptor.
+LOCK=/run/cdrl-slurm.lock
 case ${1:-} in
-install) locked install ;;
-start) locked start ;;
+install | start | stop) exec flock -o -w 900 "$LOCK" "$0" "_$1" ;;
+_install) install ;;
+_start) start ;;
+_stop) stop ;;
 status) status ;;
-stop) locked stop ;;
 *) die "usage: $0 install|start|status|stop" ;;
 esac
