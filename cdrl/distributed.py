@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 
 __all__ = ["procs_wanted", "launch", "world", "train", "average_gradients",
            "sharded_randomness"]
@@ -180,7 +182,8 @@ def _any(flag: bool, device: torch.device) -> bool:
 
 
 def train(cfg, run_dir: str | Path, max_iters: int | None = None, progress: bool = True) -> dict:
-    """``cdrl.trainer.train`` as one rank of a data-parallel run (launched by ``launch``)."""
+    """``cdrl.trainer.train`` as one rank of a data-parallel run (launched by ``launch``);
+    ``progress`` is accepted for the same signature (workers draw no progress bar)."""
     from . import trainer as T
     from .checkpoint import atomic_write_text, load_latest
     from .config import ConfigError, config_to_dict
@@ -197,13 +200,11 @@ def train(cfg, run_dir: str | Path, max_iters: int | None = None, progress: bool
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = config_to_dict(cfg)
         T._check_same_config(run_dir, resolved)
-        import yaml
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     dist.barrier()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    import random
     random.seed(cfg.seed)
     data = T.build_data(cfg)
     method = build_method(cfg, data.shape, device)
@@ -234,8 +235,8 @@ def _loop(cfg, method, data, run_dir, start, total, device, rank, size, local_b)
     old = T._install_handlers(lambda signum, _frame: stop.update(signal=signum))
     rows = slice(rank * local_b, (rank + 1) * local_b)
     it = start
+    log = open(run_dir / "stats.jsonl", "a") if rank == 0 else None
     try:
-        log = open(run_dir / "stats.jsonl", "a") if rank == 0 else None
         while it < total and not _any(stop["signal"] is not None, device):
             x, labels = T._next_batch(data, cfg, device)
             x = x[rows]
@@ -252,9 +253,9 @@ def _loop(cfg, method, data, run_dir, start, total, device, rank, size, local_b)
                 T._checkpoint(cfg, method, run_dir, it, data.shape)
         if rank == 0 and it < total:
             T._checkpoint(cfg, method, run_dir, it, data.shape)
+    finally:
         if log is not None:
             log.close()
-    finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return it
