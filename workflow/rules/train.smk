@@ -35,6 +35,8 @@ rule train:
         mem_mb=run_resource("mem_mb", 4000),
     params:
         run_dir=subpath(output[0], parent=True),
+        # A gpu: N job runs N processes (cdrl.distributed): the job's threads are shared.
+        omp=lambda wc, threads, resources: max(1, threads // max(1, int(resources.gpu))),
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl train --config {input.cfg:q} "
+        "OMP_NUM_THREADS={params.omp} python -m cdrl train --config {input.cfg:q} "
         "--run-dir {params.run_dir:q} --replace-changed --no-progress > {log:q} 2>&1"
