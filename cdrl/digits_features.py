@@ -88,7 +88,8 @@ def train_digits(seed: int = 0, epochs: int = 15, batch: int = 64,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(seed, epochs, batch, lr)
+        with torch.enable_grad():  # callers may sit under no_grad (first use inside scoring)
+            return _train(seed, epochs, batch, lr)
     finally:
         torch.set_num_threads(threads)
 

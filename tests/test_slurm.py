@@ -107,12 +107,28 @@ def _wait(what: str, predicate, timeout: float, every: float = 1.0):
 
 # ---- (b) time limit: signalled, checkpointed, requeued, same result ------------------------------
 
-LONG_ITERS = 1000
+def _iterations_for(seconds: float, tmp_path: Path, tiny_config_dict, floor: int) -> int:
+    """Iterations of the long test config that take about ``seconds`` on this machine now.
+
+    The requeue tests need work that outlasts a signal; a fixed count finishes early on an idle
+    machine and takes ages on a loaded one, so it is calibrated by a short run first.
+    """
+    cal = tmp_path / "calibrate"
+    cal.mkdir(exist_ok=True)
+    cfg = tiny_config_dict(threads=1, train={"iterations": 40, "batch_size": 256,
+                                             "langevin_steps": 15, "ckpt_every": 40,
+                                             "log_every": 20})
+    (cal / "c.yaml").write_text(yaml.safe_dump(cfg))
+    _run([sys.executable, "-m", "cdrl", "train", "--config", str(cal / "c.yaml"), "--run-dir",
+          str(cal / "run"), "--no-progress"], timeout=300, env=_env())
+    lines = (cal / "run" / "stats.jsonl").read_text().splitlines()
+    sec_per_iter = json.loads(lines[-1])["sec_per_iter"]  # the second window: warm
+    return max(floor, min(20_000, int(seconds / sec_per_iter)))
 
 
-def _long_config(tmp_path: Path, tiny_config_dict) -> Path:
+def _long_config(tmp_path: Path, tiny_config_dict, iters: int) -> Path:
     cfg = tiny_config_dict(threads=1, train={
-        "iterations": LONG_ITERS, "batch_size": 256, "langevin_steps": 15,
+        "iterations": iters, "batch_size": 256, "langevin_steps": 15,
         "ckpt_every": 50, "log_every": 50})
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -135,7 +151,9 @@ def _state_equal(a: dict, b: dict, prefix="") -> list[str]:
 def test_time_limit_checkpoints_requeues_and_resumes(cluster, tmp_path, tiny_config_dict):
     """A 1-minute job with more work than that: USR2 before the limit, checkpoint, requeue,
     resume; the final weights equal an uninterrupted run's bit for bit."""
-    cfg = _long_config(tmp_path, tiny_config_dict)
+    # About 100 s of work against a 1-minute limit signalled 30 s early: two or more requeues.
+    iters = _iterations_for(100.0, tmp_path, tiny_config_dict, floor=1000)
+    cfg = _long_config(tmp_path, tiny_config_dict, iters)
     work = _workflow(tmp_path / "wf", f"""
 rule train:
     output: "runs/long/final.json"
@@ -149,7 +167,7 @@ rule train:
                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         proc = _smk(work, "--submitit-signal-delay-s", "30", "--submitit-checkpoint-grace-s",
-                    "20", "--submitit-max-requeue", "6", "--submitit-jobname-prefix",
+                    "20", "--submitit-max-requeue", "12", "--submitit-jobname-prefix",
                     TAG + "requeue-", timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-2000:]
@@ -169,7 +187,7 @@ rule train:
     # The final state equals the reference's.
     got = load_latest(work / "runs/long", map_location="cpu")
     want = load_latest(tmp_path / "ref", map_location="cpu")
-    assert got["iteration"] == want["iteration"] == LONG_ITERS
+    assert got["iteration"] == want["iteration"] == iters
     assert not _state_equal(want["method"], got["method"])
 
 
@@ -177,7 +195,8 @@ rule train:
 def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, tiny_config_dict):
     """USR2 long before the time limit is a preemption for submitit: checkpoint, requeue
     (not counted against max-requeue), resume, same result."""
-    iters = 300
+    # About a minute of work, so the preemption signal arrives while it trains.
+    iters = _iterations_for(60.0, tmp_path, tiny_config_dict, floor=300)
     cfg = tmp_path / "pre.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config_dict(threads=1, train={
         "iterations": iters, "batch_size": 256, "langevin_steps": 15, "ckpt_every": 25,
@@ -243,6 +262,19 @@ def _start(work: Path, *args) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _settled(work: Path) -> None:
+    """Wait until the newest Snakemake log shows both submissions, then a little more.
+
+    On an idle cluster squeue reports the jobs running before Snakemake has finished its own
+    bookkeeping of the second submission; an interrupt inside that window is not what this
+    test is about.
+    """
+    log = sorted(work.glob("snakemake-*.log"))[-1]
+    _wait("both submissions in the log",
+          lambda: log.read_text().count("submitted as SLURM job") == 2, 60, every=0.5)
+    time.sleep(3)
+
+
 def _running(n: int):
     jobs = _squeue(TAG + "cancel-")
     return jobs if len(jobs) == n and all(s == "RUNNING" for _, s in jobs.values()) else None
@@ -257,6 +289,7 @@ def test_interrupt_cancels_and_rerun_attaches(cluster, tmp_path):
     # Ctrl-C: Snakemake cancels what it submitted.
     smk = _start(work, "all")
     first = _wait("two running jobs", lambda: _running(2), 120)
+    _settled(work)
     smk.send_signal(signal.SIGINT)
     assert smk.wait(timeout=120) != 0
     _wait("the queue to empty", lambda: not _squeue(TAG + "cancel-"), 60)
@@ -265,6 +298,7 @@ def test_interrupt_cancels_and_rerun_attaches(cluster, tmp_path):
     # A Snakemake killed outright leaves its jobs running...
     smk = _start(work, "all")
     second = _wait("two running jobs", lambda: _running(2), 120)
+    _settled(work)
     assert not set(second) & set(first)
     os.killpg(smk.pid, signal.SIGKILL)
     smk.wait(timeout=30)
