@@ -259,7 +259,13 @@ def _start(work: Path, *args) -> subprocess.Popen:
                          *args)
     log = open(work / f"snakemake-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen(cmd, env=_env(), cwd=work, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """A shell that runs CI in the background starts it with SIGINT ignored, and Python keeps an
+    ignored SIGINT ignored: Snakemake would never see the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _settled(work: Path) -> None:
