@@ -37,6 +37,7 @@ wildcard_constraints:
     num=r"\d+",
     extractor="inception|digits",
     w=r"\d+(\.\d+)?",
+    sample=r"k\d+|guided-w\d+(\.\d+)?",
     case=r"[A-Za-z0-9_]+",
     dataset=r"[A-Za-z0-9_]+",
 

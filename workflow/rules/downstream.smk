@@ -26,32 +26,6 @@ rule sample_guided:
         "--out {output:q} > {log:q} 2>&1"
 
 
-rule evaluate_guided:
-    input:
-        samples="results/samples/{run}/seed{seed}/guided-w{w}-n{num}.npz",
-        reference=reference_stats_file,
-    output:
-        "results/metrics/{run}/seed{seed}/guided-w{w}-n{num}-{extractor}.json",
-    log:
-        "logs/evaluate/{run}/seed{seed}/guided-w{w}-n{num}-{extractor}.log",
-    conda:
-        "../../environment.yml"
-    threads: config["sample_resources"]["threads"]
-    resources:
-        gpu=config["sample_resources"]["gpu"],
-        runtime=config["sample_resources"]["runtime"],
-        mem_mb=config["sample_resources"]["mem_mb"],
-    params:
-        reference=lambda wc: eval_spec(wc.run)["reference"],
-        metrics=eval_metrics,
-        cache_root=config["fidelity_cache"],
-    shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl evaluate --samples {input.samples:q} "
-        "--reference {params.reference:q} --metrics {params.metrics} "
-        "--extractor {wildcards.extractor} --cache-root {params.cache_root:q} --out {output:q} "
-        "> {log:q} 2>&1"
-
-
 rule class_accuracy:
     input:
         "results/samples/{run}/seed{seed}/guided-w{w}-n{num}.npz",

@@ -1,4 +1,5 @@
-# Evaluation with torch-fidelity (cdrl evaluate): FID/KID per extractor against the preset's
+# Evaluation with torch-fidelity (cdrl evaluate) of any sample file (k<K> or guided-w<w>):
+# FID/KID per extractor against the preset's
 # reference split. The reference's features are cached once per (dataset, extractor) by
 # reference_stats, so parallel evaluations never extract them twice.
 
@@ -26,12 +27,12 @@ rule reference_stats:
 
 rule evaluate:
     input:
-        samples="results/samples/{run}/seed{seed}/k{steps}-n{num}.npz",
+        samples="results/samples/{run}/seed{seed}/{sample}-n{num}.npz",
         reference=reference_stats_file,
     output:
-        "results/metrics/{run}/seed{seed}/k{steps}-n{num}-{extractor}.json",
+        "results/metrics/{run}/seed{seed}/{sample}-n{num}-{extractor}.json",
     log:
-        "logs/evaluate/{run}/seed{seed}/k{steps}-n{num}-{extractor}.log",
+        "logs/evaluate/{run}/seed{seed}/{sample}-n{num}-{extractor}.log",
     conda:
         "../../environment.yml"
     threads: config["sample_resources"]["threads"]
