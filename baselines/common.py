@@ -21,7 +21,7 @@ warm-up step, EMA. ``SingleEBM`` holds all of this; the three baselines subclass
 choose where chains start and what they keep between iterations.
 
 Randomness: training draws from torch's global RNG, sampling from the ``generator`` argument
-(a ``torch.Generator`` or ``PerImageNoise``) through ``cdrl.sampler.randn``, so checkpoints
+(a ``torch.Generator`` or ``PerImageNoise``) through ``cdrl.core.sampler.randn``, so checkpoints
 resume bit-exactly and ``cdrl sample`` gives per-image reproducible samples. Uniform chain starts
 are made from normals (``U = s * erf(z / sqrt 2)`` is exactly uniform on ``(-s, s)``), because
 ``PerImageNoise`` streams are normal.
@@ -35,11 +35,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cdrl.config import Config
-from cdrl.nets import build_ebm
-from cdrl.nets.layers import frozen_spectral_norm, gather_rows, power_iteration_
-from cdrl.optim import EMA, build_optimizer, optimizer_step
-from cdrl.sampler import Noise, ebm_grad_fn, randn
+from cdrl.core.config import Config
+from cdrl.core.nets import build_ebm
+from cdrl.core.nets.layers import frozen_spectral_norm, gather_rows, power_iteration_
+from cdrl.core.optim import EMA, build_optimizer, optimizer_step
+from cdrl.core.sampler import Noise, ebm_grad_fn, randn
 
 __all__ = ["SingleEBM", "data_langevin", "chain_start"]
 
@@ -94,7 +94,7 @@ class SingleEBM:
         self._level_view()
 
     def _level_view(self) -> None:
-        """The one-level quantities ``cdrl.ood`` and ``cdrl.plots`` read from a method: time
+        """The one-level quantities ``cdrl.tasks.ood`` and ``cdrl.report.plots`` read from a method: time
         input 0, no noise, no input scaling, and the sampler's temperature in place of s^2."""
         bc = self.cfg.baseline
         f32 = dict(dtype=torch.float32, device=self.device)

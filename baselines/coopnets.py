@@ -36,9 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdrl.optim import EMA, build_optimizer
-from cdrl.registry import register_method
-from cdrl.sampler import Noise, randn
+from cdrl.core.optim import EMA, build_optimizer
+from cdrl.core.sampler import Noise, randn
 
 from .common import SingleEBM
 
@@ -143,6 +142,3 @@ class CoopNets(SingleEBM):
         self.gen_ema.load_state_dict(state["gen_ema"])
         self.opt_gen.load_state_dict(state["opt_gen"])
         self.sched_gen.load_state_dict(state["sched_gen"])
-
-
-register_method("coopnets", CoopNets)

@@ -22,9 +22,8 @@ drawn with replacement; everything else as listed above.
 
 from __future__ import annotations
 
-from cdrl.config import Config, ConfigError
-from cdrl.method import CDRL
-from cdrl.registry import register_method
+from cdrl.core.config import Config, ConfigError
+from cdrl.core.method import CDRL
 
 __all__ = ["DRL"]
 
@@ -37,6 +36,3 @@ class DRL(CDRL):
             raise ConfigError("initializer.arch: DRL has no initializer; set it to 'none' "
                               f"(got {cfg.initializer.arch!r})")
         super().__init__(cfg, data_shape, device, num_classes)
-
-
-register_method("drl", DRL)

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from cdrl.config import ConfigError
-from cdrl.registry import register_method
+from cdrl.core.config import ConfigError
 
 from .common import SingleEBM
 
@@ -70,6 +69,3 @@ class ReplayBufferEBM(SingleEBM):
             raise ValueError(f"checkpoint replay buffer has shape {tuple(buffer.shape)}, the "
                              f"config asks for {tuple(self.buffer.shape)}")
         self.buffer = buffer.clone()
-
-
-register_method("replay_buffer", ReplayBufferEBM)

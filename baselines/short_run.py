@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import torch
 
-from cdrl.registry import register_method
-
 from .common import SingleEBM
 
 __all__ = ["ShortRunEBM"]
@@ -36,6 +34,3 @@ class ShortRunEBM(SingleEBM):
         self._prepare_chain()
         x_neg = self.langevin(self.ebm, x0, self.cfg.train.langevin_steps)
         return self.ebm_update(x, x_neg)
-
-
-register_method("short_run", ShortRunEBM)

@@ -20,13 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from cdrl.io import atomic_write_text
 
 __all__ = ["main"]
 
 
 def _cmd_schedule(args) -> int:
-    from .schedule import make_schedule
+    from cdrl.core.schedule import make_schedule
 
     s = make_schedule(args.kind, args.levels, b2=args.b2, c_mode=args.c_mode)
     print(json.dumps(s.to_dict(), indent=1) if args.json else s.table())
@@ -34,15 +34,15 @@ def _cmd_schedule(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .config import load_config
-    from .trainer import train
+    from cdrl.core.config import load_config
+    from cdrl.train.trainer import train
 
     cfg = load_config(args.config)
     if args.device:
         cfg.device = args.device
     if args.replace_changed:
         _set_aside_if_changed(Path(args.run_dir), cfg)
-    from . import distributed  # N processes when the job has N GPUs or CDRL_NPROC=N
+    from cdrl.train import distributed  # N processes when the job has N GPUs or CDRL_NPROC=N
 
     if (nproc := distributed.procs_wanted()) > 1:
         return distributed.launch(nproc)
@@ -56,8 +56,8 @@ def _cmd_train(args) -> int:
 def _set_aside_if_changed(run_dir: Path, cfg) -> None:
     """``--replace-changed``: a run directory started under another config is renamed to
     ``<dir>.replaced-<time>`` (kept, never deleted) so this config starts afresh there."""
-    from .config import config_to_dict
-    from .trainer import RunStateError, _check_same_config
+    from cdrl.core.config import config_to_dict
+    from cdrl.train.trainer import RunStateError, _check_same_config
 
     try:
         _check_same_config(run_dir, config_to_dict(cfg))
@@ -77,14 +77,14 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
     the same whatever the batch size or sharding. Returns ``(x, levels, meta)``: final samples
     ``[count, ...]``, the chain's states per level ``[T+1, count, ...]`` (``x_T`` first, ``x_0``
     last, before any Tweedie step), and metadata. Conditional runs: image ``i``'s label also
-    depends only on ``(seed, i)`` (``cdrl.guidance.sampling_guide``), guided with weight
+    depends only on ``(seed, i)`` (``cdrl.core.guidance.sampling_guide``), guided with weight
     ``guidance`` (spec 6.1); the labels go to ``meta["labels"]``.
     """
     import torch
 
-    from .guidance import sampling_guide
-    from .sampler import PerImageNoise
-    from .trainer import load_run
+    from cdrl.core.guidance import sampling_guide
+    from cdrl.core.sampler import PerImageNoise
+    from cdrl.train.trainer import load_run
 
     cfg, method, state = load_run(run_dir, device)
     batch = batch_size or cfg.sample.batch_size
@@ -131,7 +131,7 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
     """``.npz`` (any data; 2-D data keeps every level) or a folder of ``<index>.png`` images."""
     import numpy as np
 
-    from .checkpoint import atomic_write_bytes
+    from cdrl.io import atomic_write_bytes
 
     if out.suffix == ".npz":
         arrays = {"x": x.numpy().astype(np.float32), "meta": np.array(json.dumps(meta)),
@@ -172,7 +172,7 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_plot_toy(args) -> int:
-    from .plots import toy_figure
+    from cdrl.report.plots import toy_figure
 
     metrics = toy_figure(Path(args.run_dir), Path(args.samples), Path(args.out), grid=args.grid)
     print(json.dumps(metrics))
@@ -184,7 +184,7 @@ def dataset_reference(name: str):
     ``$CDRL_DATA_ROOT`` (default ``resources/datasets``), e.g. ``digits16:test``."""
     import os
 
-    from .data.images import load_image_dataset
+    from cdrl.data.images import load_image_dataset
 
     dataset, _, split = name.partition(":")
     root = os.environ.get("CDRL_DATA_ROOT", "resources/datasets")
@@ -234,27 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "an attribute (~ for value 0) or null; default uniform")
     g.set_defaults(func=_cmd_sample)
 
-    from .ood import add_cli as add_ood_cli
+    from cdrl.tasks.ood import add_cli as add_ood_cli
 
     add_ood_cli(sub)
 
-    from .evaluate import add_cli as add_evaluate_cli
+    from cdrl.eval.evaluate import add_cli as add_evaluate_cli
 
     add_evaluate_cli(sub, reference_loader=dataset_reference)
 
-    from .bench import add_cli as add_bench_cli
+    from cdrl.report.bench import add_cli as add_bench_cli
 
     add_bench_cli(sub)
 
-    from .guidance import add_cli as add_guidance_cli
+    from cdrl.eval.class_accuracy import add_cli as add_guidance_cli
 
     add_guidance_cli(sub)
 
-    from .inpaint import add_cli as add_inpaint_cli
+    from cdrl.tasks.inpaint import add_cli as add_inpaint_cli
 
     add_inpaint_cli(sub)
 
-    from .compose import add_cli as add_compose_cli
+    from cdrl.tasks.compose import add_cli as add_compose_cli
 
     add_compose_cli(sub)
 
@@ -269,9 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .trainer import RunStateError
+    from cdrl.core.config import ConfigError
+    from cdrl.train.checkpoint import CheckpointError
+    from cdrl.train.trainer import RunStateError
 
     try:
         return args.func(args)

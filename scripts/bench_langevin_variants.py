@@ -14,9 +14,9 @@ from contextlib import nullcontext
 
 import torch
 
-from cdrl.bench import build_for_bench
-from cdrl.nets.layers import frozen_spectral_norm, gather_rows
-from cdrl.sampler import ebm_grad_fn
+from cdrl.core.nets.layers import frozen_spectral_norm, gather_rows
+from cdrl.core.sampler import ebm_grad_fn
+from cdrl.report.bench import build_for_bench
 
 
 def main() -> None:

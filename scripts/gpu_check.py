@@ -5,7 +5,7 @@
 
 Times ``method.train_step`` at ``--train-batch`` and ``method.sample`` at ``--sample-batch`` for
 both paper configs (34.83 M-parameter EBMs; random weights with converged spectral norm, which
-cost the same arithmetic as trained ones) with ``cdrl.bench``: one warm-up call each, then
+cost the same arithmetic as trained ones) with ``cdrl.report.bench``: one warm-up call each, then
 ``--repeats`` interleaved timed calls with ``torch.cuda.synchronize``; medians. Prints a table and
 writes JSON (``--out``). With ``--device cuda`` and no GPU it stops with exit status 2.
 """
@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cdrl.bench import bench_methods, build_for_bench  # noqa: E402
+from cdrl.report.bench import bench_methods, build_for_bench  # noqa: E402
 
 EXP = ROOT / "workflow/config/experiments"
 QUICK = ["ebm.width=8", "ebm.ch_mult=[1, 2]", "ebm.blocks_per_level=1", "ebm.temb_dim=32",

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cdrl.inception_weights import (
+from cdrl.eval.inception_weights import (
     build_fid_port,
     measure_throughput,
     sidecar_path,

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from cdrl.checkpoint import load_latest
+from cdrl.train.checkpoint import load_latest
 
 TINY = {
     "method": "cdrl",

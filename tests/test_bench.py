@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cdrl.bench import COLUMNS, build_for_bench, count_sampling_nfe, nfe_formula
 from cdrl.cli import main
+from cdrl.report.bench import COLUMNS, build_for_bench, count_sampling_nfe, nfe_formula
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "workflow/config/experiments"
@@ -70,7 +70,7 @@ def test_bench_cli_writes_csv_and_markdown(tmp_path, capsys):
 
 
 def test_bad_override_names_the_key():
-    from cdrl.config import ConfigError
+    from cdrl.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="ebm.widht"):
         build_for_bench(str(EXP / "cdrl_digits.yaml"), None, ["ebm.widht=3"], "cpu")

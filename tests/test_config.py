@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cdrl.config import ConfigError, config_from_dict, config_to_dict, load_config
+from cdrl.core.config import ConfigError, config_from_dict, config_to_dict, load_config
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "workflow" / "config" / "experiments"
 

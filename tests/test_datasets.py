@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from cdrl.config import DataConfig
+from cdrl.core.config import DataConfig
 from cdrl.data.images import (
     IMAGE_DATASETS,
     DatasetError,

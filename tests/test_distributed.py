@@ -1,4 +1,4 @@
-"""Data-parallel training (cdrl.distributed): N = 1 and N = 2 processes (gloo on the CPU) give
+"""Data-parallel training (cdrl.train.distributed): N = 1 and N = 2 processes (gloo on the CPU) give
 the same run for the same global batch, and the sharded randomness is the one-process stream."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from cdrl.checkpoint import load_latest
-from cdrl.distributed import sharded_randomness
+from cdrl.train.checkpoint import load_latest
+from cdrl.train.distributed import sharded_randomness
 
 
 def _train(tmp_path, cfg: dict, nproc: int, name: str):

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from cdrl.cli import main as cli_main
-from cdrl.config import config_from_dict
-from cdrl.guidance import Guide, class_accuracy, sample_labels
-from cdrl.method import CDRL
-from cdrl.nets.layers import frozen_spectral_norm, power_iteration_
-from cdrl.ood import auroc
-from cdrl.sampler import energy_grad_fn
-from cdrl.trainer import load_run, train
+from cdrl.core.config import config_from_dict
+from cdrl.core.guidance import Guide, sample_labels
+from cdrl.core.method import CDRL
+from cdrl.core.nets.layers import frozen_spectral_norm, power_iteration_
+from cdrl.core.sampler import energy_grad_fn
+from cdrl.eval.class_accuracy import class_accuracy
+from cdrl.tasks.ood import auroc
+from cdrl.train.trainer import load_run, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,7 +213,7 @@ def _write_cifar100(root, rows=4):
 
 def test_named_ood_sets_have_the_in_distribution_shape(tmp_path):
     from cdrl.data.images import load_image_dataset
-    from cdrl.ood import load_named_set
+    from cdrl.tasks.ood import load_named_set
 
     shape = (1, 16, 16)
     digits = load_named_set("digits16:test", shape)
@@ -269,7 +270,7 @@ class QuadraticEBM(torch.nn.Module):
 
 
 def test_ood_auroc_separates_a_known_energy():
-    from cdrl.ood import energy_scores, ood_table
+    from cdrl.tasks.ood import energy_scores, ood_table
 
     method = CDRL(config_from_dict(TINY_DIGITS), (1, 16, 16), torch.device("cpu"))
     method.ebm_ema.model = QuadraticEBM()
@@ -283,7 +284,7 @@ def test_ood_auroc_separates_a_known_energy():
 
 # ----------------------------------------------------------------------------- 3. inpainting
 def test_masks():
-    from cdrl.inpaint import make_mask
+    from cdrl.tasks.inpaint import make_mask
 
     shape = (1, 16, 16)
     center = make_mask("center", shape)
@@ -300,7 +301,7 @@ def test_masks():
 def test_inpainting_keeps_known_pixels_and_follows_a_known_energy():
     """With F = -|y - mu|^2 / (2 v) (v = 1/2: one Langevin step lands near mu) the missing
     pixels follow the pattern mu, far better than flat fills; known pixels stay exact."""
-    from cdrl.inpaint import inpaint, inpaint_metrics, make_mask
+    from cdrl.tasks.inpaint import inpaint, inpaint_metrics, make_mask
 
     cfg = merge(TINY_DIGITS, {"initializer": {"arch": "none"},
                               "sample": {"tweedie": False, "langevin_steps": 3}})

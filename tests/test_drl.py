@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cdrl.config import ConfigError, config_from_dict, load_config
-from cdrl.registry import build_method
-from cdrl.trainer import load_run, train
+from cdrl.core.config import ConfigError, config_from_dict, load_config
+from cdrl.train.registry import build_method
+from cdrl.train.trainer import load_run, train
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "workflow" / "config" / "experiments"
 DRL_TINY = {"method": "drl", "initializer": {"arch": "none"},

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cdrl import evaluate as ev
-from cdrl.digits_features import DigitsFeatureExtractor, digits_uint8, ensure_digits_weights
-from cdrl.inception_weights import FID_PORT_FILE
+from cdrl.eval import evaluate as ev
+from cdrl.eval.digits_features import DigitsFeatureExtractor, digits_uint8, ensure_digits_weights
+from cdrl.eval.inception_weights import FID_PORT_FILE
 
 PROVENANCE_KEYS = {"versions", "extractor", "feature_extractor", "weights_file", "weights_sha256",
                    "sample_count", "samples_sha256", "reference_count", "reference_name",

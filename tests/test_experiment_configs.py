@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cdrl.cli import main as cli_main
-from cdrl.config import load_config
+from cdrl.core.config import load_config
 from cdrl.data.images import IMAGE_DATASETS
-from cdrl.registry import build_method
+from cdrl.train.registry import build_method
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "workflow/config/experiments")
                      .glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""The preset's experiment matrix (cdrl.experiments) and the table builders (cdrl.tables)."""
+"""The preset's experiment matrix (cdrl.report.experiments) and the table builders (cdrl.report.tables)."""
 
 import json
 import math
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cdrl import tables
-from cdrl.config import ConfigError
-from cdrl.experiments import apply_overrides, resolve_run, run_instances, run_seeds
+from cdrl.core.config import ConfigError
+from cdrl.report import tables
+from cdrl.report.experiments import apply_overrides, resolve_run, run_instances, run_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "workflow" / "config"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cdrl.nets.image import ImageEBM, UNetInitializer
-from cdrl.nets.layers import SNConv2d, SNLinear, power_iteration_
+from cdrl.core.nets.image import ImageEBM, UNetInitializer
+from cdrl.core.nets.layers import SNConv2d, SNLinear, power_iteration_
 
 SMALL_EBM = dict(
     in_channels=1, ch=16, ch_mult=(1, 2), blocks_per_level=1, temb_dim=32, emb_in_dim=16

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cdrl.cli import main as cli_main
-from cdrl.config import config_from_dict
+from cdrl.core.config import config_from_dict
 from cdrl.data import in_checkerboard
-from cdrl.ood import auroc, energy_scores
-from cdrl.trainer import build_data, load_run, train
+from cdrl.tasks.ood import auroc, energy_scores
+from cdrl.train.trainer import build_data, load_run, train
 
 
 def test_auroc_known_answers():

@@ -5,9 +5,9 @@ import math
 import torch
 from torch import nn
 
-from cdrl.config import config_from_dict
-from cdrl.method import CDRL
-from cdrl.sampler import energy_grad_fn, recovery_langevin
+from cdrl.core.config import config_from_dict
+from cdrl.core.method import CDRL
+from cdrl.core.sampler import energy_grad_fn, recovery_langevin
 
 
 def ula_variance(v: float, h: float) -> float:
@@ -116,8 +116,8 @@ def test_variance_reduction_removes_posterior_variance():
 
 
 def test_hand_written_toy_gradient_matches_autograd():
-    from cdrl.nets.layers import frozen_spectral_norm, power_iteration_
-    from cdrl.nets.toy import ToyEBM
+    from cdrl.core.nets.layers import frozen_spectral_norm, power_iteration_
+    from cdrl.core.nets.toy import ToyEBM
 
     torch.manual_seed(4)
     ebm = ToyEBM(width=32, ch_mult=(1, 2, 2), emb_in_dim=32, temb_dim=64)

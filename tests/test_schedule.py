@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from cdrl.schedule import make_schedule
+from cdrl.core.schedule import make_schedule
 
 # spec 1.2, per level: logsnr, alpha_bar, sqrt(alpha_bar), sigma_bar
 CDRL_LEVELS = [

@@ -14,13 +14,13 @@ import baselines.coopnets  # noqa: F401  (registers "coopnets")
 import baselines.replay_buffer  # noqa: F401  (registers "replay_buffer")
 import baselines.short_run  # noqa: F401  (registers "short_run")
 from baselines.common import chain_start, data_langevin
-from cdrl.checkpoint import load_latest
 from cdrl.cli import generate
 from cdrl.cli import main as cli_main
-from cdrl.config import config_from_dict
-from cdrl.registry import METHODS
-from cdrl.sampler import energy_grad_fn
-from cdrl.trainer import load_run, train
+from cdrl.core.config import config_from_dict
+from cdrl.core.sampler import energy_grad_fn
+from cdrl.train.checkpoint import load_latest
+from cdrl.train.registry import METHODS
+from cdrl.train.trainer import load_run, train
 
 METHOD_NAMES = ["short_run", "coopnets", "replay_buffer"]
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 import yaml
 
-from cdrl.checkpoint import load_latest
+from cdrl.train.checkpoint import load_latest
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "scripts" / "slurm_cluster.sh"

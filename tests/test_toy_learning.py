@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from cdrl.cli import main as cli_main
-from cdrl.config import config_from_dict
-from cdrl.metrics2d import sliced_wasserstein, support_fraction
-from cdrl.registry import build_method
-from cdrl.trainer import build_data, load_run, train
+from cdrl.core.config import config_from_dict
+from cdrl.eval.metrics2d import sliced_wasserstein, support_fraction
+from cdrl.train.registry import build_method
+from cdrl.train.trainer import build_data, load_run, train
 
 pytestmark = pytest.mark.slow
 

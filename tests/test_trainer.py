@@ -6,11 +6,11 @@ import pytest
 import torch
 import yaml
 
-from cdrl import checkpoint as ckpt_mod
-from cdrl.checkpoint import CheckpointError, latest_info, load_latest, save_checkpoint
-from cdrl.config import config_from_dict
-from cdrl.method import CDRL
-from cdrl.trainer import RunStateError, load_run, train
+from cdrl.core.config import config_from_dict
+from cdrl.core.method import CDRL
+from cdrl.train import checkpoint as ckpt_mod
+from cdrl.train.checkpoint import CheckpointError, latest_info, load_latest, save_checkpoint
+from cdrl.train.trainer import RunStateError, load_run, train
 
 
 def test_resume_is_bit_exact(tmp_path, tiny_config_dict, assert_same_checkpoint):
@@ -146,7 +146,7 @@ def test_sigterm_checkpoints_and_resumes(tmp_path, tiny_config_dict, write_confi
 
 
 def test_learning_rate_factors():
-    from cdrl.optim import WarmUp
+    from cdrl.core.optim import WarmUp
 
     ebm, init = WarmUp(10_000), WarmUp(10_000, offset=500)  # spec 3.5
     assert [ebm(0), ebm(5000), ebm(10_000), ebm(20_000)] == [0.0, 0.5, 1.0, 1.0]

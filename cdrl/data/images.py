@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,8 +47,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from ..config import DataConfig
-from .toy import TOY_DATASETS, ToyData, make_toy
+from cdrl.data.toy import TOY_DATASETS, ToyData, make_toy
+
+if TYPE_CHECKING:  # data sits below the method: the config is read, never imported
+    from cdrl.core.config import DataConfig
 
 __all__ = ["IMAGE_DATASETS", "DatasetError", "ImageDatasetSpec", "ImageSet", "content_hash",
            "load_image_dataset", "make_data", "uint8_to_float"]

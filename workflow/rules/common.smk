@@ -1,11 +1,11 @@
 # Shared helpers: config validation, the experiment matrix, target lists, per-run resources.
-# The matrix logic lives in cdrl.experiments (importable and tested without Snakemake).
+# The matrix logic lives in cdrl.report.experiments (importable and tested without Snakemake).
 import shlex
 
 from snakemake.utils import validate
 
-from cdrl.config import ConfigError
-from cdrl.experiments import resolve_run, run_instances, run_label, run_seeds
+from cdrl.core.config import ConfigError
+from cdrl.report.experiments import resolve_run, run_instances, run_label, run_seeds
 
 validate(config, schema="../schemas/config.schema.yaml")
 EXPERIMENTS_DIR = config["experiments_dir"]

@@ -35,7 +35,7 @@ rule train:
         mem_mb=run_resource("mem_mb", 4000),
     params:
         run_dir=subpath(output[0], parent=True),
-        # A gpu: N job runs N processes (cdrl.distributed): the job's threads are shared.
+        # A gpu: N job runs N processes (cdrl.train.distributed): the job's threads are shared.
         omp=lambda wc, threads, resources: max(1, threads // max(1, int(resources.gpu))),
     shell:
         "OMP_NUM_THREADS={params.omp} python -m cdrl train --config {input.cfg:q} "

@@ -1,12 +1,12 @@
-"""Rule downstream_tables: guidance, compose, inpaint, ood and speed tables (cdrl.downstream_tables)."""
+"""Rule downstream_tables: guidance, compose, inpaint, ood and speed tables (cdrl.report.downstream_tables)."""
 
 import sys
 from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821  (snakemake injects this object)
 
-from cdrl import downstream_tables as dt  # noqa: E402
-from cdrl.tables import Published, write_table  # noqa: E402
+from cdrl.report import downstream_tables as dt  # noqa: E402
+from cdrl.report.tables import Published, write_table  # noqa: E402
 
 sm = snakemake  # noqa: F821
 preset, root = sm.params.preset, Path("results")

@@ -1,4 +1,4 @@
-"""Rules figure_steps and figure_curves (logic in cdrl.figures)."""
+"""Rules figure_steps and figure_curves (logic in cdrl.report.figures)."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ import pandas as pd
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821  (snakemake injects this object)
 
-from cdrl import figures  # noqa: E402
+from cdrl.report import figures  # noqa: E402
 
 sm = snakemake  # noqa: F821
 if sm.rule == "figure_steps":

@@ -1,11 +1,11 @@
-"""Rule tables: every table of the preset as CSV, Markdown and LaTeX (logic in cdrl.tables)."""
+"""Rule tables: every table of the preset as CSV, Markdown and LaTeX (logic in cdrl.report.tables)."""
 
 import sys
 from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821  (snakemake injects this object)
 
-from cdrl import tables  # noqa: E402
+from cdrl.report import tables  # noqa: E402
 
 sm = snakemake  # noqa: F821
 preset, root = sm.params.preset, Path("results")

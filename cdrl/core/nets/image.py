@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdrl.nets.layers import SNConv2d, SNLinear, gather_rows, sinusoidal_embedding
+from cdrl.core.nets.layers import SNConv2d, SNLinear, gather_rows, sinusoidal_embedding
 
 __all__ = ["Cond", "ImageEBM", "UNetInitializer"]
 

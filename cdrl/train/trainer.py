@@ -15,26 +15,30 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import resource
 import signal
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_text, load_latest, save_checkpoint
-from .config import Config, ConfigError, config_from_dict, config_to_dict
-from .data import ToyData
-from .data.images import make_data
-from .guidance import training_labels
-from .method import DivergenceError
-from .registry import build_method
+from cdrl.core.config import Config, ConfigError, config_from_dict, config_to_dict
+from cdrl.core.guidance import training_labels
+from cdrl.core.optim import DivergenceError
+from cdrl.data import ToyData
+from cdrl.data.images import make_data
+from cdrl.io import atomic_write_text
+from cdrl.train.checkpoint import load_latest, save_checkpoint
+from cdrl.train.registry import build_method
 
-__all__ = ["train", "select_device", "build_data", "load_run", "RunStateError"]
+__all__ = ["train", "Shard", "select_device", "build_data", "load_run", "RunStateError"]
 
 
 class RunStateError(RuntimeError):
@@ -57,7 +61,7 @@ def build_data(cfg: Config):
 
 def _next_batch(data, cfg: Config, device: torch.device):
     """``(x, labels)``: labels are the network labels ``1..C`` of a conditional run (spec 6.1;
-    ``cdrl.guidance``), else None. Unconditional runs draw exactly what they always drew."""
+    ``cdrl.core.guidance``), else None. Unconditional runs draw exactly what they always drew."""
     bs, conditional = cfg.train.batch_size, cfg.data.conditional
     if isinstance(data, ToyData):
         if not conditional:
@@ -180,27 +184,66 @@ def load_run(run_dir: Path, device: str | None = None):
     return cfg, method, state
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of the run: the whole of it by default. ``cdrl.train.distributed``
+    passes one per rank (``rank`` of ``size``) whose methods talk to the other ranks, so the one
+    loop below serves one process or many."""
+
+    rank: int = 0
+    size: int = 1
+    device: torch.device | None = None  # set by the launcher (one GPU per rank)
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes the run directory; every rank reads it."""
+        return self.rank == 0
+
+    def rows(self, batch: int) -> slice:
+        """This rank's rows of a global batch of ``batch``."""
+        local = batch // self.size
+        return slice(self.rank * local, (self.rank + 1) * local)
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True when ``flag`` is set on any rank."""
+        return flag
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+    def randomness(self, local_batch: int):
+        """Context in which the random draws of a training step are this rank's share."""
+        return contextlib.nullcontext()
+
+
 def train(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
-          progress: bool = True) -> dict:
-    """Train (or resume) ``cfg`` in ``run_dir`` up to ``max_iters`` (default: all) iterations."""
+          progress: bool = True, shard: Shard | None = None) -> dict:
+    """Train (or resume) ``cfg`` in ``run_dir`` up to ``max_iters`` (default: all) iterations.
+    ``shard``: this process's rank in a data-parallel run (``cdrl.train.distributed``)."""
+    shard = shard or Shard()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.batch_size % shard.size:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the "
+                          f"{shard.size} training processes")
     if (run_dir / "DIVERGED.json").exists():
         raise RunStateError(f"{run_dir / 'DIVERGED.json'} marks a diverged run; read it, change "
                             "the config or delete the marker to resume from the last good "
                             "checkpoint")
     resolved = config_to_dict(cfg)
-    _check_same_config(run_dir, resolved)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    device = select_device(cfg.device)
+    _check_same_config(run_dir, resolved)  # every rank checks, so every rank stops alike
+    if cfg.data.conditional and cfg.method != "cdrl":
+        raise ConfigError(f"data.conditional: only method 'cdrl' is class-conditional, "
+                          f"not {cfg.method!r}")
+    if shard.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    shard.barrier()
+    device = shard.device or select_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     data = build_data(cfg)
-    if cfg.data.conditional and cfg.method != "cdrl":
-        raise ConfigError(f"data.conditional: only method 'cdrl' is class-conditional, "
-                          f"not {cfg.method!r}")
     method = build_method(cfg, data.shape, device)
     start = 0
     state = load_latest(run_dir, map_location=device)
@@ -209,8 +252,16 @@ def train(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
         _set_rng_state(state["rng"])
         start = int(state["iteration"])
     total = cfg.train.iterations if max_iters is None else max_iters
-    _truncate_stats(run_dir / "stats.jsonl", start)
-    return _loop(cfg, method, data, run_dir, start, total, device, progress)
+    if shard.main:
+        _truncate_stats(run_dir / "stats.jsonl", start)
+    it = _loop(cfg, method, data, run_dir, start, total, device, progress, shard)
+    result = {"iteration": it, "total": total}
+    if shard.size > 1:
+        result["world_size"] = shard.size
+    if shard.main:
+        atomic_write_text(run_dir / "final.json", json.dumps(result))
+    shard.barrier()
+    return result
 
 
 def _checkpoint(cfg, method, run_dir, it, data_shape) -> Path:
@@ -219,7 +270,20 @@ def _checkpoint(cfg, method, run_dir, it, data_shape) -> Path:
     return save_checkpoint(run_dir, it, state, keep=cfg.train.keep_checkpoints)
 
 
-def _loop(cfg, method, data, run_dir, start, total, device, progress) -> dict:
+def _progress_line(run_dir: Path, line: dict, total: int) -> str:
+    """One plain line for logs that are files (``--no-progress``): a SLURM job's log shows how
+    far training got and when it will end, without tqdm's carriage returns."""
+    eta = (total - line["iteration"]) * line["sec_per_iter"]
+    hours, rest = divmod(int(eta), 3600)
+    return (f"train {run_dir.name}: iteration {line['iteration']}/{total}, loss_ebm "
+            f"{line['loss_ebm']:.4g}, {line['sec_per_iter']:.3f} s/it, ETA "
+            f"{hours}:{rest // 60:02d}:{rest % 60:02d}")
+
+
+def _loop(cfg, method, data, run_dir, start, total, device, progress, shard) -> int:
+    """Iterations ``start`` .. ``total``: batch, step, log, checkpoint. A SIGTERM/SIGUSR2 on any
+    rank stops every rank after the same iteration with a checkpoint; a divergence raises on
+    every rank at the same step (``cdrl.core.optim``) and rank 0 marks the run."""
     tc = cfg.train
     window = _StatsWindow(method.T, device)
     stop = {"signal": None}
@@ -228,41 +292,55 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress) -> dict:
         stop["signal"] = signum
 
     old = _install_handlers(on_signal)
-    bar = tqdm(total=total, initial=start, disable=not progress, mininterval=2.0,
-               desc=f"train {run_dir.name}", unit="it")
+    bar = tqdm(total=total, initial=start, disable=not (progress and shard.main),
+               mininterval=2.0, desc=f"train {run_dir.name}", unit="it")
+    rows = shard.rows(tc.batch_size)
+    local_b = rows.stop - rows.start
     it = start
+    log = open(run_dir / "stats.jsonl", "a") if shard.main else None
     try:
-        with open(run_dir / "stats.jsonl", "a") as log:
-            while it < total and stop["signal"] is None:
-                x, labels = _next_batch(data, cfg, device)
-                try:
+        while it < total and not shard.any(stop["signal"] is not None, device):
+            x, labels = _next_batch(data, cfg, device)
+            if shard.size > 1:
+                x, labels = x[rows], None if labels is None else labels[rows]
+            try:
+                with shard.randomness(local_b):
                     stats = (method.train_step(x) if labels is None
                              else method.train_step(x, labels=labels))
-                except DivergenceError as err:
+            except DivergenceError as err:
+                if shard.main:
                     _mark_divergence(run_dir, it, err)
-                    raise
-                window.add(stats)
-                it += 1
-                bar.update(1)
-                if it % tc.log_every == 0 or it == total:
-                    line = window.line(it, _lrs(method), device)
+                raise
+            window.add(stats)
+            it += 1
+            bar.update(1)
+            if it % tc.log_every == 0 or it == total:
+                line = window.line(it, _lrs(method), device)
+                if shard.size > 1:
+                    line["world_size"] = shard.size
+                if log is not None:
                     log.write(json.dumps(line) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{line['loss_ebm']:.3g}",
                                     s_it=f"{line['sec_per_iter']:.3f}")
-                if it % tc.ckpt_every == 0 or it == total:
-                    _checkpoint(cfg, method, run_dir, it, data.shape)
-        if stop["signal"] is not None and it < total:
-            _checkpoint(cfg, method, run_dir, it, data.shape)
-            raise SystemExit(f"stopped by signal {stop['signal']} at iteration {it}; "
-                             "checkpoint saved, run the same command to resume")
+                    if not progress:
+                        print(_progress_line(run_dir, line, total), file=sys.stderr, flush=True)
+            if shard.main and (it % tc.ckpt_every == 0 or it == total):
+                _checkpoint(cfg, method, run_dir, it, data.shape)
+        if it < total:  # stopped by a signal
+            if shard.main:
+                _checkpoint(cfg, method, run_dir, it, data.shape)
+            shard.barrier()
+            how = f"signal {stop['signal']}" if stop["signal"] else "a signal to another rank"
+            raise SystemExit(f"stopped by {how} at iteration {it}; checkpoint saved, run the "
+                             "same command to resume")
     finally:
         bar.close()
+        if log is not None:
+            log.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    result = {"iteration": it, "total": total}
-    atomic_write_text(run_dir / "final.json", json.dumps(result))
-    return result
+    return it
 
 
 def _install_handlers(handler) -> dict:

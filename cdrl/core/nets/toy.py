@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import SNLinear, fast_linear, sinusoidal_embedding
+from cdrl.core.nets.layers import SNLinear, fast_linear, sinusoidal_embedding
 
 __all__ = ["ToyEBM", "ToyInitializer"]
 

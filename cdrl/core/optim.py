@@ -6,12 +6,13 @@ import copy
 import math
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from .config import OptimConfig
-from .distributed import average_gradients
+from cdrl.core.config import OptimConfig
 
-__all__ = ["WarmUp", "EMA", "build_optimizer", "clip_grad", "optimizer_step", "DivergenceError"]
+__all__ = ["WarmUp", "EMA", "build_optimizer", "clip_grad", "optimizer_step", "DivergenceError",
+           "average_gradients"]
 
 
 class WarmUp:
@@ -88,11 +89,37 @@ def clip_grad(params, max_norm: float) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
 
 
+def _data_parallel() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def average_gradients(model: nn.Module) -> None:
+    """All-reduce the gradients of ``model`` to their mean over the ranks of a data-parallel run
+    (``cdrl.train.distributed``); a no-op in one process."""
+    if not _data_parallel():
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def _guard(loss, values, gnorm, max_abs: float) -> None:
-    """Stop on a non-finite loss or gradient, or values beyond ``max_abs`` (train.max_abs_energy)."""
+    """Stop on a non-finite loss or gradient, or values beyond ``max_abs`` (train.max_abs_energy).
+    In a data-parallel run the verdict is all-reduced, so every rank raises at the same step
+    (one rank raising alone would leave the others waiting in the next all-reduce)."""
     bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | ~torch.isfinite(values).all()
     big = values.detach().abs().max() > max_abs
-    if bool(bad | big):
+    flag = (bad | big).float().reshape(1)
+    if _data_parallel():
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if bool(flag.item() > 0):
         raise DivergenceError(
             f"non-finite or exploding values (loss={float(loss.detach()):.4g}, grad norm="
             f"{float(gnorm):.4g}, max |values|={float(values.detach().abs().max()):.4g}); "

@@ -1,6 +1,6 @@
 """The workflow's figures (PNG and PDF): sample grids, FID against sampling steps, training curves.
 
-Called by ``workflow/scripts/figures.py``; the toy figure is ``cdrl.plots.toy_figure``.
+Called by ``workflow/scripts/figures.py``; the toy figure is ``cdrl.report.plots.toy_figure``.
 """
 
 from __future__ import annotations

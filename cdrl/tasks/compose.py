@@ -6,7 +6,7 @@
 
 The paper's Eq. 11 was NOT FOUND; we use the spec's reconstruction, a product of experts with
 classifier-free guidance, in every Langevin step, the Tweedie step and the initializer mean
-(``cdrl.guidance.Guide.compose``)::
+(``cdrl.core.guidance.Guide.compose``)::
 
     F_comp(y) = F(y, null) + (1 + w) sum_k [F(y, c_k) - F(y, null)]
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .guidance import Guide, parse_condition
-from .sampler import PerImageNoise
+from cdrl.core.guidance import Guide, parse_condition
+from cdrl.core.sampler import PerImageNoise
 
 __all__ = ["compose_samples", "quadrant_fractions", "add_cli"]
 
@@ -110,8 +110,8 @@ def _figure(path: Path, samples: dict[str, torch.Tensor], num: int = 8) -> None:
 
 
 def _cmd_compose(args) -> int:
-    from .checkpoint import atomic_write_bytes, atomic_write_text
-    from .trainer import load_run
+    from cdrl.io import atomic_write_bytes, atomic_write_text
+    from cdrl.train.trainer import load_run
 
     cfg, method, state = load_run(Path(args.run_dir), args.device)
     if not cfg.data.conditional:

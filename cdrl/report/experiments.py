@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, config_from_dict, config_to_dict
+from cdrl.core.config import ConfigError, config_from_dict, config_to_dict
 
 __all__ = ["resolve_run", "apply_overrides", "run_seeds", "run_label", "run_instances"]
 

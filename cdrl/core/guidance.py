@@ -25,23 +25,20 @@ combined with the same weights and the proposal noise is added once:
 - composition (spec 6.2, Eq. 11 NOT FOUND; the spec's reconstruction):
   ``F(y, null) + (1 + w) sum_k [F(y, c_k) - F(y, null)]``.
 
-``class_accuracy`` scores guided digits samples with the digits CNN of ``cdrl.digits_features``
-(the fraction classified as their requested class; it should rise with ``w``).
+Scoring guided samples (``cdrl class-accuracy``) lives in ``cdrl.eval.class_accuracy``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import ConfigError, DataConfig
+from cdrl.core.config import ConfigError, DataConfig
 
 __all__ = ["Guide", "guided_grad_fn", "network_classes", "num_conditions", "parse_condition",
-           "training_labels", "sample_labels", "class_accuracy", "add_cli"]
+           "training_labels", "sample_labels", "sampling_guide"]
 
 _LABEL_SALT = 0x1ABE1  # separates the per-image label stream from the noise stream
 
@@ -89,7 +86,7 @@ def guided_grad_fn(ebm, conds: list, guide: Guide):
     """``y -> grad_y sum_b sum_j w_j F(y_b, c_jb)``. ``conds[j]`` is the network condition of
     row j (``ebm.condition`` output). Hand-written gradients are combined per row; otherwise one
     batched forward over the J copies of the batch and one autograd call."""
-    from .sampler import ebm_grad_fn, energy_grad_fn
+    from cdrl.core.sampler import ebm_grad_fn, energy_grad_fn
 
     if len(conds) == 1:
         return ebm_grad_fn(ebm, conds[0])
@@ -111,7 +108,7 @@ def num_conditions(data: DataConfig) -> int:
     """Number of non-null conditions ``C`` of a conditional data config."""
     if data.condition_attributes:
         return 2 * len(data.condition_attributes)
-    from .data.images import IMAGE_DATASETS
+    from cdrl.data.images import IMAGE_DATASETS
 
     spec = IMAGE_DATASETS.get(data.name)
     if spec is None or spec.num_classes == 0:
@@ -176,53 +173,6 @@ def sample_labels(spec: str, seed: int, indices, data: DataConfig) -> torch.Tens
     out = [int(np.random.default_rng([int(seed), int(i), _LABEL_SALT]).integers(n)) + 1
            for i in indices]
     return torch.tensor(out, dtype=torch.long)
-
-
-# ----------------------------------------------------------------------------------- metric
-@torch.no_grad()
-def class_accuracy(x_uint8: np.ndarray, labels: np.ndarray,
-                   weights: str | Path = "resources/weights/digits-cnn.pth") -> dict:
-    """Fraction of uint8 ``[N, H, W, C]`` digit images the digits CNN assigns to ``labels``
-    (class indices 0..9; rows with label -1, the null label, are skipped)."""
-    from .digits_features import DigitsCNN, ensure_digits_weights, to_grey16
-
-    info = ensure_digits_weights(Path(weights))
-    net = DigitsCNN()
-    net.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
-    net.eval()
-    keep = labels >= 0
-    x = torch.from_numpy(x_uint8[keep]).permute(0, 3, 1, 2)
-    pred = net(to_grey16(x))[1].argmax(1).numpy() if len(x) else np.zeros(0, np.int64)
-    target = labels[keep]
-    per_class = {int(c): float((pred[target == c] == c).mean()) for c in np.unique(target)}
-    return {"class_accuracy": float((pred == target).mean()) if len(x) else None,
-            "num": int(keep.sum()), "per_class": per_class,
-            "classifier": "digits-cnn", "classifier_sha256": info["sha256"],
-            "classifier_test_accuracy": info["test_accuracy"]}
-
-
-def _cmd_class_accuracy(args) -> int:
-    from .checkpoint import atomic_write_text
-
-    with np.load(args.samples) as npz:
-        if "labels" not in npz:
-            raise SystemExit(f"{args.samples}: no 'labels' array; sample with --labels")
-        result = class_accuracy(npz["x_uint8"], npz["labels"], args.weights)
-        result["meta"] = json.loads(str(npz["meta"])) if "meta" in npz else None
-    result["samples"] = args.samples
-    atomic_write_text(Path(args.out), json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("class_accuracy", "num")}))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register ``cdrl class-accuracy``."""
-    a = subparsers.add_parser("class-accuracy",
-                              help="digits classifier accuracy of class-conditional samples")
-    a.add_argument("--samples", required=True, help=".npz from cdrl sample --labels (x_uint8)")
-    a.add_argument("--out", required=True, help="JSON: class_accuracy, num, per_class, meta")
-    a.add_argument("--weights", default="resources/weights/digits-cnn.pth")
-    a.set_defaults(func=_cmd_class_accuracy)
 
 
 def sampling_guide(cfg, seed: int, indices, labels: str | None, guidance: float | None):

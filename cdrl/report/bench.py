@@ -40,8 +40,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpoint import atomic_write_text
-from .config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+from cdrl.core.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+from cdrl.io import atomic_write_text
 
 __all__ = ["add_cli", "BenchResult", "bench_methods", "build_for_bench", "count_sampling_nfe",
            "nfe_formula", "seconds", "compare", "write_tables", "COLUMNS"]
@@ -73,7 +73,7 @@ def _apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def data_shape(cfg: Config) -> tuple[int, ...]:
     """The data shape of a config without loading the data (images: from the dataset table)."""
-    from .data.images import IMAGE_DATASETS
+    from cdrl.data.images import IMAGE_DATASETS
 
     spec = IMAGE_DATASETS.get(cfg.data.name)
     return (spec.channels, spec.size, spec.size) if spec is not None else (2,)
@@ -82,9 +82,9 @@ def data_shape(cfg: Config) -> tuple[int, ...]:
 def build_for_bench(config: str | None, run_dir: str | None, overrides: list[str],
                     device: str | None):
     """``(cfg, method, weights)`` from a config (random weights) or a trained run directory."""
-    from .nets.layers import power_iteration_
-    from .registry import build_method
-    from .trainer import load_run, select_device
+    from cdrl.core.nets.layers import power_iteration_
+    from cdrl.train.registry import build_method
+    from cdrl.train.trainer import load_run, select_device
 
     if run_dir:
         cfg, method, state = load_run(Path(run_dir), device)

@@ -1,6 +1,6 @@
 """A fast feature extractor for small grey images: a CNN trained on scikit-learn's digits.
 
-    from cdrl.digits_features import ensure_digits_weights, register_digits_extractor
+    from cdrl.eval.digits_features import ensure_digits_weights, register_digits_extractor
 
 Inception costs about 4 images/s on the project's CPUs, far too slow for tests and for quick
 checks of small grey datasets. ``DigitsCNN`` is trained once (seeded, a few seconds on 2 cores)
@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from .checkpoint import atomic_torch_save, atomic_write_text
-from .inception_weights import sha256_file, sidecar_path
+from cdrl.eval.inception_weights import sha256_file, sidecar_path
+from cdrl.io import atomic_torch_save, atomic_write_text
 
 __all__ = ["DigitsCNN", "DigitsFeatureExtractor", "EXTRACTOR_NAME", "digits_uint8",
            "ensure_digits_weights", "register_digits_extractor", "to_grey16", "train_digits"]
@@ -145,7 +145,7 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
             # Never train inside torch-fidelity: weights must be made explicitly, then reused.
             raise FileNotFoundError(
                 f"digits CNN weights not found at {feature_extractor_weights_path}; create them "
-                "with cdrl.digits_features.ensure_digits_weights(path)")
+                "with cdrl.eval.digits_features.ensure_digits_weights(path)")
         self.net = DigitsCNN()
         state = torch.load(feature_extractor_weights_path, weights_only=True, map_location="cpu")
         self.net.load_state_dict(state)

@@ -1,6 +1,6 @@
 """The paper's tables, rebuilt from the workflow's metric files, beside the published numbers.
 
-    python -c "from cdrl.tables import ..."   # called by workflow/scripts/tables.py
+    python -c "from cdrl.report.tables import ..."   # called by workflow/scripts/tables.py
 
 Every table is written three ways, ``<name>.csv`` (one row per number, machine-readable),
 ``<name>.md`` and ``<name>.tex`` (booktabs). A reproduced number is the mean over the run's seeds,
@@ -256,7 +256,7 @@ def _latex(df: pd.DataFrame, title: str) -> str:
 
 def write_table(df: pd.DataFrame, stem: str | Path, title: str) -> None:
     """``<stem>.csv`` (raw numbers), ``<stem>.md`` and ``<stem>.tex`` (mean ± std)."""
-    from .checkpoint import atomic_write_text
+    from cdrl.io import atomic_write_text
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)

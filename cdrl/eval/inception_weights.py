@@ -41,7 +41,7 @@ import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
-from .checkpoint import atomic_torch_save, atomic_write_text
+from cdrl.io import atomic_torch_save, atomic_write_text
 
 __all__ = ["FID_PORT_FILE", "EXTRACTOR_NAME", "STAGE_COMMAND", "InceptionFidPort",
            "map_port_state_dict", "load_fid_port_state", "register_fid_port", "sha256_file",

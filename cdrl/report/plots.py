@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .metrics2d import toy_metrics
-from .nets.layers import frozen_spectral_norm, gather_rows
-from .trainer import build_data, load_run
+from cdrl.core.nets.layers import frozen_spectral_norm, gather_rows
+from cdrl.eval.metrics2d import toy_metrics
+from cdrl.train.trainer import build_data, load_run
 
 __all__ = ["toy_figure", "level_densities"]
 

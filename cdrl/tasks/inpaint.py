@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .guidance import Guide
-from .nets.layers import frozen_spectral_norm
-from .sampler import Noise, PerImageNoise, randn, recovery_langevin
+from cdrl.core.guidance import Guide
+from cdrl.core.nets.layers import frozen_spectral_norm
+from cdrl.core.sampler import Noise, PerImageNoise, randn, recovery_langevin
 
 __all__ = ["MASKS", "make_mask", "inpaint", "inpaint_metrics", "add_cli"]
 
@@ -154,8 +154,8 @@ def run_inpainting(run_dir: Path, dataset: str, masks: list[str], num: int, seed
                    steps: int | None = None, device: str | None = None, root=None):
     """Inpaint the first ``num`` images of ``dataset`` under each mask; returns
     ``(metrics, images)`` with images per mask (observed, mask, inpainted, truth)."""
-    from .ood import load_named_set
-    from .trainer import build_data, load_run
+    from cdrl.tasks.ood import load_named_set
+    from cdrl.train.trainer import build_data, load_run
 
     cfg, method, state = load_run(run_dir, device)
     truth = load_named_set(dataset, method.data_shape, root)[:num]
@@ -186,7 +186,7 @@ def run_inpainting(run_dir: Path, dataset: str, masks: list[str], num: int, seed
 
 
 def _cmd_inpaint(args) -> int:
-    from .checkpoint import atomic_write_text
+    from cdrl.io import atomic_write_text
 
     masks = [m.strip() for m in args.masks.split(",") if m.strip()]
     metrics, images = run_inpainting(Path(args.run_dir), args.dataset, masks, args.num,

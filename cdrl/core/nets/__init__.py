@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import EBMConfig, InitializerConfig
+from cdrl.core.config import EBMConfig, InitializerConfig
 
 __all__ = ["build_ebm", "build_initializer"]
 
 
 def build_ebm(cfg: EBMConfig, data_shape: tuple[int, ...], num_classes: int = 0) -> nn.Module:
     if cfg.arch == "toy_mlp":
-        from .toy import ToyEBM
+        from cdrl.core.nets.toy import ToyEBM
 
         if len(data_shape) != 1:
             raise ValueError(f"ebm.arch 'toy_mlp' needs vector data, got shape {data_shape}")
@@ -23,7 +23,7 @@ def build_ebm(cfg: EBMConfig, data_shape: tuple[int, ...], num_classes: int = 0)
                       blocks_per_level=cfg.blocks_per_level, emb_in_dim=cfg.emb_in_dim,
                       temb_dim=cfg.temb_dim, spectral_norm=cfg.spectral_norm,
                       sn_mode=cfg.sn_mode, leak=cfg.leak, num_classes=num_classes)
-    from .image import ImageEBM
+    from cdrl.core.nets.image import ImageEBM
 
     if len(data_shape) != 3:
         raise ValueError(f"ebm.arch 'image' needs [C, H, W] data, got shape {data_shape}")
@@ -40,14 +40,14 @@ def build_initializer(cfg: InitializerConfig, data_shape: tuple[int, ...],
     if cfg.arch == "none":
         return None
     if cfg.arch == "toy_mlp":
-        from .toy import ToyInitializer
+        from cdrl.core.nets.toy import ToyInitializer
 
         if len(data_shape) != 1:
             raise ValueError(f"initializer.arch 'toy_mlp' needs vector data, got {data_shape}")
         return ToyInitializer(data_dim=data_shape[0], width=cfg.width, num_blocks=cfg.num_blocks,
                               emb_in_dim=cfg.emb_in_dim, temb_dim=cfg.temb_dim,
                               groups=cfg.groups, dropout=cfg.dropout, num_classes=num_classes)
-    from .image import UNetInitializer
+    from cdrl.core.nets.image import UNetInitializer
 
     if len(data_shape) != 3:
         raise ValueError(f"initializer.arch 'unet' needs [C, H, W] data, got {data_shape}")

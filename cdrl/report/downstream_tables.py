@@ -1,6 +1,6 @@
 """Tables of the downstream tasks (spec 6) and of the speed benchmark (spec 5.2).
 
-Called by ``workflow/scripts/downstream_tables.py``; written with ``cdrl.tables.write_table``.
+Called by ``workflow/scripts/downstream_tables.py``; written with ``cdrl.report.tables.write_table``.
 Inputs are the JSON/CSV files the rules write (``cdrl evaluate``, ``cdrl class-accuracy``,
 ``cdrl compose``, ``cdrl inpaint``, ``cdrl ood``, ``cdrl bench``).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import EXTRACTOR_NAMES, Published
+from cdrl.report.tables import EXTRACTOR_NAMES, Published
 
 __all__ = ["guidance_table", "compose_table", "inpaint_table", "ood_table", "speed_table"]
 

@@ -10,14 +10,14 @@ with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "save_checkpoint",
-           "load_latest", "latest_info", "CheckpointError"]
+from cdrl.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+
+__all__ = ["save_checkpoint", "load_latest", "latest_info", "CheckpointError",
+           "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
 
 LATEST = "latest.json"
 CKPT_DIR = "checkpoints"
@@ -25,45 +25,6 @@ CKPT_DIR = "checkpoints"
 
 class CheckpointError(RuntimeError):
     """A checkpoint named by ``latest.json`` is missing or unreadable."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def latest_info(run_dir: Path) -> dict | None:

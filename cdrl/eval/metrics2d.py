@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .data.toy import in_checkerboard
+from cdrl.data.toy import in_checkerboard
 
 __all__ = ["support_fraction", "sliced_wasserstein", "mmd_rbf", "toy_metrics"]
 
@@ -49,7 +49,7 @@ def toy_metrics(samples: torch.Tensor, name: str, scale: float, seed: int,
     """Sample quality of a 2-D toy against held-out data: a fresh point cloud drawn with
     ``seed + HELD_OUT_SEED_OFFSET`` (never the training points). The support fraction is exact
     for the checkerboard and omitted for the others."""
-    from .data.toy import make_toy
+    from cdrl.data.toy import make_toy
 
     held_out = make_toy(name, len(samples), scale, seed + HELD_OUT_SEED_OFFSET).points
     out = {"sliced_wasserstein": sliced_wasserstein(samples, held_out),

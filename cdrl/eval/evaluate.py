@@ -18,7 +18,7 @@ versions, weights hash, counts, content hashes, seed, TF32 state and whatever th
 Extractors: ``inception`` is TF inception-2015-12-05 from ``python scripts/stage_inception.py
 --dest resources/weights`` (no classifier, so Inception Score is reported as unavailable, never
 faked); a torch-fidelity weights file with ``fc`` enables it. ``digits`` is the small CNN of
-``cdrl.digits_features`` for grey datasets, trained on first use.
+``cdrl.eval.digits_features`` for grey datasets, trained on first use.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import digits_features, inception_weights
-from .checkpoint import atomic_write_text
+from cdrl.eval import digits_features, inception_weights
+from cdrl.io import atomic_write_text
 
 __all__ = ["evaluate", "prepare_reference", "add_cli", "load_images", "to_uint8_nchw", "content_sha256",
            "cache_name", "EvaluationError", "MissingWeightsError", "METRIC_KEYS"]
@@ -222,7 +222,7 @@ def _versions() -> dict:
     import torch_fidelity
     import torchvision
 
-    from . import __version__
+    from cdrl import __version__
 
     return {"torch": torch.__version__, "torchvision": torchvision.__version__,
             "torch_fidelity": torch_fidelity.__version__, "numpy": np.__version__,

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .nets.layers import frozen_spectral_norm, gather_rows
+from cdrl.core.nets.layers import frozen_spectral_norm, gather_rows
 
 __all__ = ["energy_scores", "auroc", "load_named_set", "load_points", "ood_table", "add_cli"]
 
@@ -104,7 +104,7 @@ def _fit(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _dataset(name: str, root) -> tuple[torch.Tensor, torch.Tensor]:
-    from .data.images import load_image_dataset
+    from cdrl.data.images import load_image_dataset
 
     dataset, _, split = name.partition(":")
     if split == "all":
@@ -187,8 +187,8 @@ def ood_table(method, in_dist: str, ood: list[str], level: int = 0, noise: bool 
 
 
 def _cmd_ood(args) -> int:
-    from .checkpoint import atomic_write_text
-    from .trainer import load_run
+    from cdrl.io import atomic_write_text
+    from cdrl.train.trainer import load_run
 
     _, method, state = load_run(Path(args.run_dir), args.device)
     names = [n.strip() for n in args.ood.split(",") if n.strip()]

@@ -17,7 +17,7 @@ Results do not depend on N for the same global batch ``train.batch_size`` (B):
   and sliced (``sharded_randomness``), so rank r sees exactly rows r*B/N.. of the one-process
   randomness, and every rank's RNG stays in the one-process state;
 - losses are per-rank means over equal shards and gradients are averaged across ranks before
-  clipping (``average_gradients``, called by ``cdrl.optim.optimizer_step``), which equals the
+  clipping (``average_gradients``, called by ``cdrl.core.optim.optimizer_step``), which equals the
   gradient of the global mean up to floating-point summation order.
 So N = 1 and N = 2 agree to rounding (tests/test_distributed.py). Not covered: dropout masks
 (drawn inside the kernels; configs with ``dropout > 0`` differ in which units drop) and the
@@ -28,9 +28,7 @@ resumes from it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -39,7 +37,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
+
+from cdrl.core.optim import average_gradients
+from cdrl.train import trainer
+from cdrl.train.trainer import Shard
 
 __all__ = ["procs_wanted", "launch", "world", "train", "average_gradients",
            "sharded_randomness"]
@@ -103,22 +104,6 @@ def _init(device_name: str) -> torch.device:
     return torch.device("cuda", local) if cuda else torch.device("cpu")
 
 
-def average_gradients(model: torch.nn.Module) -> None:
-    """All-reduce the gradients of ``model`` to their mean over ranks (no-op in one process)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
 def _split_shape(name: str, args: tuple, kwargs: dict):
     """``(shape, rebuild)`` of a torch random call: ``rebuild(new_shape)`` gives its arguments."""
     if "size" in kwargs:
@@ -175,87 +160,28 @@ def sharded_randomness(rank: int, size: int, local_batch: int):
             setattr(torch, name, fn)
 
 
-def _any(flag: bool, device: torch.device) -> bool:
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+class _RankShard(Shard):
+    """A ``Shard`` whose ranks talk through the process group started by ``_init``."""
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def randomness(self, local_batch: int):
+        return sharded_randomness(self.rank, self.size, local_batch)
 
 
 def train(cfg, run_dir: str | Path, max_iters: int | None = None, progress: bool = True) -> dict:
-    """``cdrl.trainer.train`` as one rank of a data-parallel run (launched by ``launch``);
-    ``progress`` is accepted for the same signature (workers draw no progress bar)."""
-    from . import trainer as T
-    from .checkpoint import atomic_write_text, load_latest
-    from .config import ConfigError, config_to_dict
-    from .registry import build_method
-
-    run_dir = Path(run_dir)
+    """``cdrl.train.trainer.train`` as one rank of a data-parallel run started by ``launch``:
+    the same loop, handed this rank's ``Shard``; rank 0 alone draws the progress bar."""
     device = _init(cfg.device)
     rank, size = world()
-    if cfg.train.batch_size % size:
-        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the "
-                          f"{size} training processes")
-    local_b = cfg.train.batch_size // size
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = config_to_dict(cfg)
-        T._check_same_config(run_dir, resolved)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    dist.barrier()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    data = T.build_data(cfg)
-    method = build_method(cfg, data.shape, device)
-    start, state = 0, load_latest(run_dir, map_location=device)
-    if state is not None:
-        method.load_state_dict(state["method"])
-        T._set_rng_state(state["rng"])
-        start = int(state["iteration"])
-    total = cfg.train.iterations if max_iters is None else max_iters
-    if rank == 0:
-        T._truncate_stats(run_dir / "stats.jsonl", start)
-    it = _loop(cfg, method, data, run_dir, start, total, device, rank, size, local_b)
-    result = {"iteration": it, "total": total, "world_size": size}
-    if rank == 0 and it >= total:
-        atomic_write_text(run_dir / "final.json", json.dumps(result))
-    dist.barrier()
-    dist.destroy_process_group()
-    if it < total:
-        raise SystemExit(f"rank {rank}: stopped by a signal at iteration {it}; checkpoint "
-                         "saved, run the same command to resume")
-    return result
-
-
-def _loop(cfg, method, data, run_dir, start, total, device, rank, size, local_b) -> int:
-    from . import trainer as T
-
-    tc, window, stop = cfg.train, T._StatsWindow(method.T, device), {"signal": None}
-    old = T._install_handlers(lambda signum, _frame: stop.update(signal=signum))
-    rows = slice(rank * local_b, (rank + 1) * local_b)
-    it = start
-    log = open(run_dir / "stats.jsonl", "a") if rank == 0 else None
     try:
-        while it < total and not _any(stop["signal"] is not None, device):
-            x, labels = T._next_batch(data, cfg, device)
-            x = x[rows]
-            with sharded_randomness(rank, size, local_b):
-                stats = (method.train_step(x) if labels is None
-                         else method.train_step(x, labels=labels[rows]))
-            window.add(stats)
-            it += 1
-            if log is not None and (it % tc.log_every == 0 or it == total):
-                log.write(json.dumps({**window.line(it, T._lrs(method), device),
-                                      "world_size": size}) + "\n")
-                log.flush()
-            if rank == 0 and (it % tc.ckpt_every == 0 or it == total):
-                T._checkpoint(cfg, method, run_dir, it, data.shape)
-        if rank == 0 and it < total:
-            T._checkpoint(cfg, method, run_dir, it, data.shape)
+        return trainer.train(cfg, run_dir, max_iters=max_iters, progress=progress,
+                             shard=_RankShard(rank, size, device))
     finally:
-        if log is not None:
-            log.close()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    return it
+        dist.destroy_process_group()

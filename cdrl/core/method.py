@@ -19,7 +19,7 @@ Sampling (spec 5.1): ``x_T ~ N(0, I)``; for ``i = T..1`` propose, refine with K 
 Class conditioning (spec 6.1): ``train_step(x, labels)`` takes network labels ``1..C`` and
 replaces each by the null label 0 with probability ``train.cond_drop_prob``; the EBM and the
 initializer see the same label. ``propose``, ``refine``, ``tweedie`` and ``sample`` take a
-``Guide`` (``cdrl.guidance``): a weighted sum of conditional energies and initializer means (CFG,
+``Guide`` (``cdrl.core.guidance``): a weighted sum of conditional energies and initializer means (CFG,
 composition). Without labels the unconditional code path is unchanged.
 
 Speed (same maths as the official code): the noise-level embedding of the EBM is computed for the
@@ -32,13 +32,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import Config
-from .guidance import Guide, guided_grad_fn, network_classes
-from .nets import build_ebm, build_initializer
-from .nets.layers import frozen_spectral_norm, gather_rows, logsnr_to_time, power_iteration_
-from .optim import EMA, DivergenceError, build_optimizer, optimizer_step
-from .sampler import Noise, ebm_grad_fn, energy_grad_fn, randn, recovery_langevin
-from .schedule import make_schedule
+from cdrl.core.config import Config
+from cdrl.core.guidance import Guide, guided_grad_fn, network_classes
+from cdrl.core.nets import build_ebm, build_initializer
+from cdrl.core.nets.layers import (
+    frozen_spectral_norm,
+    gather_rows,
+    logsnr_to_time,
+    power_iteration_,
+)
+from cdrl.core.optim import EMA, DivergenceError, build_optimizer, optimizer_step
+from cdrl.core.sampler import Noise, ebm_grad_fn, energy_grad_fn, randn, recovery_langevin
+from cdrl.core.schedule import make_schedule
 
 __all__ = ["CDRL", "DivergenceError"]
 
