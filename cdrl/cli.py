@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -268,16 +269,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Errors a user can act on (a bad config or argument, missing data or
+    weights, a run directory that needs a decision, a diverged run) end in one line naming the
+    problem and its fix, exit status 2; ``CDRL_TRACEBACK=1`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
+    if (problem := _cuda_problem()) is not None:
+        print(f"cdrl {args.command}: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except _user_errors() as err:
+        if os.environ.get("CDRL_TRACEBACK"):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"cdrl {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _cuda_problem() -> str | None:
+    """``CDRL_REQUIRE_CUDA=1``, set by the workflow's GPU rules (preset key ``require_cuda``):
+    a job that asked for GPUs stops before any work when torch sees no CUDA device, instead of
+    silently running on the CPU (``device: auto``) for days."""
+    if os.environ.get("CDRL_REQUIRE_CUDA", "0").strip().lower() in ("", "0", "false", "no"):
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return (f"this job asked for GPUs, but torch {torch.__version__} (built for CUDA "
+            f"{torch.version.cuda or 'none: a CPU-only build'}) sees no CUDA device "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}). Check the job's "
+            "GPU partition and gpu resource, the NVIDIA driver (nvidia-smi; CUDA 13 builds need "
+            "driver >= 580) and the torch build (docs/cluster.md). To run GPU rules on the CPU on "
+            "purpose, set require_cuda: false in the preset.")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import yaml
+
     from cdrl.core.config import ConfigError
+    from cdrl.core.optim import DivergenceError
+    from cdrl.data.images import DatasetError
+    from cdrl.eval.evaluate import EvaluationError
     from cdrl.train.checkpoint import CheckpointError
     from cdrl.train.trainer import RunStateError
 
-    try:
-        return args.func(args)
-    except (ConfigError, RunStateError, CheckpointError) as err:
-        print(f"cdrl {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    return (ConfigError, RunStateError, CheckpointError, DatasetError, EvaluationError,
+            DivergenceError, yaml.YAMLError, ValueError, FileNotFoundError, PermissionError)
 
 
 if __name__ == "__main__":
