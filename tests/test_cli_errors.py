@@ -12,8 +12,12 @@ import yaml
 
 from cdrl.cli import main
 from cdrl.core.config import config_from_dict
-from cdrl.train.checkpoint import (CheckpointError, CheckpointFallbackWarning, load_latest,
-                                   save_checkpoint)
+from cdrl.train.checkpoint import (
+    CheckpointError,
+    CheckpointFallbackWarning,
+    load_latest,
+    save_checkpoint,
+)
 from cdrl.train.trainer import train
 
 

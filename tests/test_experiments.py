@@ -15,6 +15,16 @@ from cdrl.report.experiments import apply_overrides, resolve_run, run_instances,
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "workflow" / "config"
 PUBLISHED = ROOT / "workflow" / "data" / "published.csv"
+LONG_COLUMNS = ["dataset", "run", "method", "metric", "extractor", "steps", "n_samples", "seeds",
+                "mean", "std", "note", "published", "published_dataset", "difference",
+                "published_source"]
+
+
+def _markdown_rows(md: str) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells of the one pipe table in ``md``."""
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+    return cells[0], cells[2:]
 
 
 def test_overrides_are_dotted_and_do_not_touch_the_input():
@@ -114,13 +124,53 @@ def test_tables_put_reproduced_beside_published(tmp_path):
     assert steps["seconds_per_image"].iloc[1] == pytest.approx(0.3)
     abl = tables.ablation_table(_preset(), tmp_path, pub)
     assert list(abl["vs_first"]) == [0.0, pytest.approx(2.0)]
-    tables.write_table(main, tmp_path / "out" / "main", "Main")
-    back = pd.read_csv(tmp_path / "out" / "main.csv")
+    tables.write_table(main, tmp_path / "out" / "main", "Main", tables.main_view(main))
+    back = pd.read_csv(tmp_path / "out" / "main.csv")  # the long form, one row per number
+    assert list(back.columns) == LONG_COLUMNS and len(back) == 2
     assert back["mean"].iloc[0] == pytest.approx(5.0)
+    # For people: one row per method, metrics as columns, the paper and the difference beside.
+    header, rows = _markdown_rows((tmp_path / "out" / "main.md").read_text())
+    assert header == ["method", "dataset", "features", "samples", "FID", "FID paper",
+                      "FID difference", "KID"]
+    assert rows == [["CDRL", "CIFAR-10", "Inception", "8", "5 ± 1 (3 seeds)", "4.31 [1]",
+                     "+0.69", "0.01 ± 0 (3 seeds)"]]
     md = (tmp_path / "out" / "main.md").read_text()
-    assert "5 ± 1" in md and "4.31" in md
+    assert "[1] Zhu et al. 2024 (ICLR), arXiv 2309.05153, Table 1" in md
     tex = (tmp_path / "out" / "main.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "published\\_source" in tex
+    assert r"\begin{tabular}{llllllll}" in tex and r"5 $\pm$ 1 (3 seeds) & 4.31 [1] & +0.69" in tex
+    assert r"\toprule" in tex and "arXiv 2309.05153, Table 1" in tex
+
+
+def test_steps_and_ablation_views(tmp_path):
+    pub = tables.Published(PUBLISHED)
+    for seed, fid in enumerate([4.0, 5.0, 6.0]):
+        _write_metric(tmp_path, "c", seed, 15, fid)
+        _write_metric(tmp_path, "c", seed, 8, fid + 1, secs=0.3)
+    _write_metric(tmp_path, "c_k5", 0, 5, 7.0)
+    steps = tables.steps_view(tables.steps_table(_preset(), tmp_path, pub))
+    assert list(steps.df["K per level"]) == ["15", "8"]
+    assert list(steps.df["FID paper"]) == ["4.31 [1]", "4.58 [2]"]
+    assert list(steps.df["FID difference"]) == ["+0.69", "+1.42"]
+    assert any("table of FID against Langevin steps" in n for n in steps.notes)
+    abl = tables.ablation_view(tables.ablation_table(_preset(), tmp_path, pub))
+    assert list(abl.df["FID"]) == ["5 ± 1 (3 seeds)", "7 (1 seed)"]
+    assert list(abl.df["FID vs first variant"]) == ["reference", "+2"]
+
+
+def test_published_sources_cite_the_papers():
+    """Every published number names its paper (arXiv), table or figure, and says when it was
+    read off a plot; no internal labels (spec sections, bracketed source tags)."""
+    pub = pd.read_csv(PUBLISHED, keep_default_na=False)
+    for _, row in pub.iterrows():
+        text = f"{row.source} {row.note} {row.table}"
+        assert "spec " not in text and "[" not in text and "]" not in text, row.source
+        assert "arXiv 2309.05153" in row.source or "arXiv 2012.08125" in row.source, row.source
+        if "figure" in row.table:
+            assert "read off" in row.source, row.source
+    cfg = pub[pub.key.str.startswith("cfg:")]
+    assert len(cfg) == 26 and cfg.source.str.contains("guidance figure").all()
+    value, source = tables.Published(PUBLISHED).get("DRL", "cifar10", "fid")
+    assert value == 9.58 and source.startswith("Gao et al. 2021 (ICLR), arXiv 2012.08125")
 
 
 def test_no_difference_across_datasets_or_extractors(tmp_path):
@@ -131,9 +181,13 @@ def test_no_difference_across_datasets_or_extractors(tmp_path):
                                          "compare_to": "cifar10"}}
     for seed in range(3):
         _write_metric(tmp_path, "c", seed, 15, 50.0)
-    row = tables.main_table(preset, tmp_path, tables.Published(PUBLISHED)).iloc[0]
+    main = tables.main_table(preset, tmp_path, tables.Published(PUBLISHED))
+    row = main.iloc[0]
     assert row["published"] == 4.31 and row["published_dataset"] == "cifar10"
     assert row["difference"] is None or math.isnan(row["difference"])
+    view = tables.main_view(main)
+    assert view.df.loc[0, "FID paper"] == "4.31 on CIFAR-10 [1]"
+    assert view.df.loc[0, "FID difference"] == "–"
 
 
 def test_training_cost_from_stats(tmp_path):
@@ -145,3 +199,5 @@ def test_training_cost_from_stats(tmp_path):
     row = cost.iloc[0]
     assert row["iterations"] == 10 and row["wall_hours"] == pytest.approx(20 / 3600)
     assert row["unit"] == "GPU-hours" and row["peak_mem_mb"] == 1000.0
+    view = tables.cost_view(cost).df.iloc[0]
+    assert view["s / iteration"] == "2 (1 seed)" and view["device-hours unit"] == "GPU-hours"

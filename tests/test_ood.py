@@ -24,6 +24,19 @@ def test_auroc_known_answers():
     assert abs(auroc(a, b) - 0.7602) < 0.015
 
 
+def test_auroc_counts_ties_as_half_like_the_pairwise_definition():
+    """P(in > ood) + P(in = ood) / 2 over all pairs, on scores with many ties."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 5, (60,), generator=gen).float()
+    half = (torch.rand(40, generator=gen) > 0.5).float() / 2
+    b = torch.randint(0, 5, (40,), generator=gen).float() - half
+    pairs = (a[:, None] > b[None]).double() + 0.5 * (a[:, None] == b[None]).double()
+    assert auroc(a, b) == pytest.approx(float(pairs.mean()), abs=1e-12)
+    assert auroc(torch.tensor([2.0, 2.0, 1.0]), torch.tensor([2.0, 0.0])) == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="at least one"):
+        auroc(torch.tensor([1.0]), torch.tensor([]))
+
+
 def test_trained_toy_energy_separates_support_from_holes(tmp_path, learning_config_dict):
     cfg = config_from_dict(learning_config_dict(200))
     train(cfg, tmp_path, progress=False)

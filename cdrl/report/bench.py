@@ -22,7 +22,8 @@ weights time the same arithmetic. Their spectral-norm vectors are first brought 
 paper-size EBM's activations overflow to inf/NaN, which runs about 20x slower on CPUs and would
 time a network nobody samples from. Training data are uniform noise in [-1, 1].
 
-Writes ``--out`` (CSV, one row per quantity) and a Markdown table beside it (``.md``).
+Writes ``--out`` (CSV, one row per quantity) and a Markdown table beside it (``.md``: the methods
+as rows, the quantities as columns, with the DRL/CDRL ratio and the paper's claim under them).
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ import yaml
 
 from cdrl.core.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from cdrl.io import atomic_write_text
+from cdrl.report.render import Sources, View, fmt, markdown
 
 __all__ = ["add_cli", "BenchResult", "bench_methods", "build_for_bench", "count_sampling_nfe",
-           "nfe_formula", "seconds", "compare", "write_tables", "COLUMNS"]
+           "nfe_formula", "seconds", "seconds_and_peak", "compare", "write_tables", "speed_view", "COLUMNS"]
 
 CLAIMED_SPEEDUP = 2.0
+CLAIM_SOURCE = ("Zhu et al. 2023, arXiv 2309.05153v1, abstract: \"with a 2x speedup over DRL\", "
+                "on the basis of Langevin steps per level, K = 15 against 30 (the ICLR abstract "
+                "no longer states the factor)")
 SN_WARMUP_ITERS = 20
 COLUMNS = ["quantity", "unit", "cdrl", "drl", "drl_over_cdrl", "claimed", "cdrl_formula",
            "drl_formula", "cdrl_spread", "drl_spread", "device", "threads", "batch", "train_batch",
@@ -190,6 +195,25 @@ def seconds(fn, device: torch.device, *args) -> float:
     return time.perf_counter() - t0
 
 
+def seconds_and_peak(fn, device: torch.device, *args) -> tuple[float, int | None, int | None]:
+    """``seconds`` plus, on a GPU, the peak bytes allocated during the call and the bytes already
+    allocated before it (weights, optimizer state); their difference is the call's working
+    memory. ``(seconds, None, None)`` elsewhere."""
+    if device.type != "cuda":
+        return seconds(fn, device, *args), None, None
+    _sync(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    s = seconds(fn, device, *args)
+    return s, torch.cuda.max_memory_allocated(device), base
+
+
+def _keep_peak(memory: dict, kind: str, peak: int | None, base: int | None) -> None:
+    """Largest peak over the repeats of one kind of call (``sample``, ``train``)."""
+    if peak is not None and peak >= memory.get(f"{kind}_peak_bytes", -1):
+        memory[f"{kind}_peak_bytes"], memory[f"{kind}_base_bytes"] = peak, base
+
+
 @dataclass
 class BenchResult:
     name: str
@@ -202,6 +226,8 @@ class BenchResult:
     sample_s_per_image: list[float]
     train_s_per_iter: list[float]
     train_grad_per_example: float
+    # GPU only: {sample,train}_{peak,base}_bytes (``seconds_and_peak``); empty elsewhere.
+    memory: dict = field(default_factory=dict)
 
 
 def _n_params(module) -> int:
@@ -214,6 +240,7 @@ def bench_methods(methods: dict, batch: int, train_batch: int, repeats: int) -> 
     sample_s = {name: [] for name in methods}
     train_s = {name: [] for name in methods}
     data, train_grads = {}, {}
+    memory = {name: {} for name in methods}
     for name, (_cfg, m) in methods.items():             # warm-up: every code path once
         m.sample(batch, steps=1)
         data[name] = torch.rand(train_batch, *m.data_shape, device=m.device) * 2 - 1
@@ -221,14 +248,18 @@ def bench_methods(methods: dict, batch: int, train_batch: int, repeats: int) -> 
     for _ in range(repeats):
         for name, (cfg, m) in methods.items():
             with counting(m) as c:
-                sample_s[name].append(seconds(m.sample, m.device, batch) / batch)
+                sec, peak, base = seconds_and_peak(m.sample, m.device, batch)
+                sample_s[name].append(sec / batch)
+            _keep_peak(memory[name], "sample", peak, base)
             counted, formula = (c.ebm_grad / batch, c.init_forward / batch), nfe_formula(cfg, m)
             if counted != formula:
                 raise RuntimeError(f"{name}: counted (EBM gradients, initializer forwards) per "
                                    f"image {counted} != formula {formula} (T*K + tweedie, T)")
         for name, (_cfg, m) in methods.items():
             with counting(m) as c:
-                train_s[name].append(seconds(m.train_step, m.device, data[name]))
+                sec, peak, base = seconds_and_peak(m.train_step, m.device, data[name])
+                train_s[name].append(sec)
+            _keep_peak(memory[name], "train", peak, base)
             train_grads[name] = c.ebm_grad / train_batch
     out = {}
     for name, (cfg, m) in methods.items():
@@ -237,7 +268,7 @@ def bench_methods(methods: dict, batch: int, train_batch: int, repeats: int) -> 
                                 _n_params(getattr(m, "initializer", None)), formula[0],
                                 formula[1], formula,
                                 "T*K+1" if cfg.sample.tweedie else "T*K", sample_s[name],
-                                train_s[name], train_grads[name])
+                                train_s[name], train_grads[name], memory[name])
     return out
 
 
@@ -280,26 +311,72 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+# Quantity (CSV row) -> column of the table people read.
+SHORT = {"EBM parameters": "EBM params (M)", "initializer parameters": "initializer params (M)",
+         "EBM gradient evaluations per image": "EBM gradients / image",
+         "initializer forwards per image": "initializer forwards / image",
+         "sampling time per image": "sampling s / image",
+         "EBM gradient evaluations per training example": "EBM gradients / training example",
+         "training time per iteration": "training s / iteration"}
+
+
+def _speed_cell(value, formula, spread) -> str:
+    """``91 (T*K+1)`` for a count, ``0.0123 (0.0120-0.0130)`` for a median time and its range."""
+    extra = next((str(x) for x in (formula, spread) if isinstance(x, str) and x), "")
+    return fmt(value) + (f" ({extra})" if extra and extra != fmt(value) else "")
+
+
+def _speed_rows(df, sources: Sources) -> list[dict]:
+    """CDRL, DRL, their measured ratio and the claimed ratio, one column per quantity."""
+    rows = {"CDRL": {}, "DRL": {}, "DRL / CDRL": {}, "DRL / CDRL, paper's claim": {}}
+    for _, r in df.iterrows():
+        col = SHORT.get(r["quantity"], r["quantity"])
+        rows["CDRL"][col] = _speed_cell(r["cdrl"], r["cdrl_formula"], r["cdrl_spread"])
+        rows["DRL"][col] = _speed_cell(r["drl"], r["drl_formula"], r["drl_spread"])
+        rows["DRL / CDRL"][col] = fmt(r["drl_over_cdrl"])
+        claimed = fmt(r["claimed"])
+        rows["DRL / CDRL, paper's claim"][col] = (
+            f"{claimed} {sources.ref(CLAIM_SOURCE)}" if claimed else "")
+    return [{"method": name, **cells} for name, cells in rows.items()]
+
+
+def speed_view(df) -> View:
+    """The speed table for people: methods as rows, quantities as columns, per ``case`` when the
+    frame has that column (the workflow's speed table), with each case's settings as notes."""
+    import pandas as pd
+
+    if df.empty:
+        return View(pd.DataFrame())
+    df = df.astype(object).where(df.notna(), "")
+    cases = df.groupby("case", sort=False) if "case" in df else [("", df)]
+    sources, rows, notes = Sources(), [], []
+    for case, g in cases:
+        rows += [({"case": case} if case else {}) | r for r in _speed_rows(g, sources)]
+        h = g.iloc[0]
+        calls = f"{fmt(h['repeats'])} timed call" + ("" if fmt(h["repeats"]) == "1" else "s")
+        notes.append(f"{case + ': ' if case else ''}{h['device']}, {fmt(h['threads'])} threads, "
+                     f"sampling batch {fmt(h['batch'])}, training batch {fmt(h['train_batch'])}; "
+                     f"times are the median of {calls} after a warm-up (min-max in brackets); "
+                     f"weights: {h['weights']}.")
+    notes.append("Counts are per image or training example; T levels, K Langevin steps per "
+                 "level, +1 for CDRL's final Tweedie step.")
+    return View(pd.DataFrame(rows), notes + sources.notes())
+
+
 def write_tables(rows: list[dict], meta: dict, out: Path) -> Path:
-    """``out`` (CSV) and ``out`` with ``.md`` (Markdown table with the run's settings)."""
+    """``out`` (CSV, one row per quantity) and ``out`` with ``.md`` (``speed_view``)."""
+    import pandas as pd
+
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, buf.getvalue())
-    lines = [f"CDRL vs DRL speed ({meta['device']}, {meta['threads']} threads, sampling batch "
-             f"{meta['batch']}, training batch {meta['train_batch']}, median of "
-             f"{meta['repeats']} after warm-up; weights: {meta['weights']})", "",
-             f"CDRL: `{meta['cdrl']}`; DRL: `{meta['drl']}`", "",
-             "| quantity | unit | CDRL | DRL | DRL / CDRL | claimed | CDRL spread | DRL spread |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[k]) for k in (
-            "quantity", "unit", "cdrl", "drl", "drl_over_cdrl", "claimed", "cdrl_spread",
-            "drl_spread")) + " |")
+    view = speed_view(pd.DataFrame(rows))
+    view.notes.insert(0, f"CDRL: `{meta['cdrl']}`; DRL: `{meta['drl']}`.")
     md = out.with_suffix(".md")
-    atomic_write_text(md, "\n".join(lines) + "\n")
+    atomic_write_text(md, markdown(view, "CDRL vs DRL speed"))
     return md
 
 

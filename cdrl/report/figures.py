@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["sample_grid", "fid_vs_steps", "training_curves", "save"]
+__all__ = ["image_grid", "sample_grid", "fid_vs_steps", "training_curves", "guidance_figure",
+           "save"]
 
 
 def _plt():
@@ -31,20 +32,24 @@ def save(fig, out: str | Path) -> None:
     _plt().close(fig)
 
 
+def image_grid(x_uint8: np.ndarray) -> np.ndarray:
+    """uint8 images ``[N, H, W, C]`` tiled ``ceil(sqrt(N))`` to a row with 1-pixel white lines
+    (``torchvision.utils.make_grid``), as ``[H', W', 3]`` uint8 (grey images repeated to RGB)."""
+    import torch
+    from torchvision.utils import make_grid
+
+    x = torch.from_numpy(np.ascontiguousarray(x_uint8)).permute(0, 3, 1, 2)
+    side = int(np.ceil(np.sqrt(len(x))))
+    return make_grid(x, nrow=side, padding=1, pad_value=255).permute(1, 2, 0).numpy()
+
+
 def sample_grid(samples: str | Path, out: str | Path, title: str, n: int = 64) -> None:
     """The first ``n`` images of a ``cdrl sample`` .npz as a square grid."""
     with np.load(samples) as npz:
-        x = npz["x_uint8"][:n]  # [N, H, W, C]
-    side = int(np.ceil(np.sqrt(len(x))))
-    h, w, c = x.shape[1:]
-    grid = np.full((side * (h + 1) + 1, side * (w + 1) + 1, c), 255, dtype=np.uint8)
-    for i, img in enumerate(x):
-        r, q = divmod(i, side)
-        grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = img
+        grid = image_grid(npz["x_uint8"][:n])  # [N, H, W, C] -> [H', W', 3]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4, 4.3))
-    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None,
-              interpolation="nearest")
+    ax.imshow(grid, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     save(fig, out)

@@ -2,13 +2,15 @@
 
     python -c "from cdrl.report.tables import ..."   # called by workflow/scripts/tables.py
 
-Every table is written three ways, ``<name>.csv`` (one row per number, machine-readable),
-``<name>.md`` and ``<name>.tex`` (booktabs). A reproduced number is the mean over the run's seeds,
-with the standard deviation (ddof = 1) when there are several. It sits beside the published value
-from ``workflow/data/published.csv``, looked up by (method, dataset, metric, key); the preset says
-which published method a run reproduces (``runs.<run>.published``) and which dataset's numbers sit
-beside a dataset's results (``evaluation.<dataset>.compare_to``). The difference is given only
-when the datasets match: a digits FID minus a CIFAR-10 FID means nothing.
+Every table is written three ways by ``cdrl.report.render.write_table``: ``<name>.csv`` (the
+long form, one row per number, for programs) and ``<name>.md`` / ``<name>.tex`` (the ``*_view``
+below: methods as rows, metrics as columns, as in the paper). A reproduced number is the mean
+over the run's seeds, with the standard deviation (ddof = 1) when there are several. It sits
+beside the published value from ``workflow/data/published.csv``, looked up by (method, dataset,
+metric, key), with its citation; the preset says which published method a run reproduces
+(``runs.<run>.published``) and which dataset's numbers sit beside a dataset's results
+(``evaluation.<dataset>.compare_to``). The difference is given only when the datasets and the
+features match: a digits FID minus a CIFAR-10 FID means nothing.
 
 File layout read here (written by the rules): ``results/metrics/<run>/seed<s>/k<K>-n<N>-<ex>.json``
 from ``cdrl evaluate``, ``results/runs/<run>/seed<s>/stats.jsonl`` from ``cdrl train`` and
@@ -18,18 +20,33 @@ from ``cdrl evaluate``, ``results/runs/<run>/seed<s>/stats.jsonl`` from ``cdrl t
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 
+from cdrl.report.render import (
+    Sources,
+    View,
+    dataset_name,
+    difference_cell,
+    fmt,
+    measured,
+    published_cell,
+    seed_stats,
+    write_table,
+)
+
 __all__ = ["Published", "main_table", "ablation_table", "steps_table", "cost_table",
-           "toy_table", "write_table", "METRIC_NAMES"]
+           "toy_table", "main_view", "ablation_view", "steps_view", "cost_view", "toy_view",
+           "write_table", "METRIC_NAMES", "NO_ABLATION_NUMBERS"]
 
 # Metric JSON key -> (display name, published metric name or None).
 METRIC_NAMES = {"fid": ("FID", "fid"), "kid_mean": ("KID", None), "isc_mean": ("IS", "is"),
                 "precision": ("precision", None), "recall": ("recall", None)}
 EXTRACTOR_NAMES = {"inception": "Inception", "digits": "digits CNN"}
+
+
+NO_ABLATION_NUMBERS = "none: the paper's ablation numbers were not found"
 
 
 class Published:
@@ -39,7 +56,8 @@ class Published:
         self.df = pd.read_csv(path, keep_default_na=False)
 
     def get(self, method: str | None, dataset: str, metric: str | None, key: str = "main"):
-        """``(value, source)`` or ``(None, None)``."""
+        """``(value, citation)`` or ``(None, None)``; the citation names the paper, its table or
+        figure, and how the number was obtained where that matters (``note``)."""
         if not method or not metric:
             return None, None
         d = self.df
@@ -48,17 +66,13 @@ class Published:
         if hit.empty:
             return None, None
         row = hit.iloc[0]
-        return float(row.value), f"{row.paper}, {row.table} ({row.source})"
+        note = row.get("note", "")
+        return float(row.value), row.source + (f"; {note}" if note else "")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return None, None
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    mean, std, _ = seed_stats(values)
+    return mean, std
 
 
 def _metric_files(root: Path, run: str, seeds, steps: int, num: int, extractor: str):
@@ -88,8 +102,7 @@ def _metric_rows(preset: dict, root: Path, pub: Published, run: str, steps: int,
         mean, std = _mean_std([r.get(mkey) for r in results])
         unavailable = results[0].get("unavailable", {}).get(mkey.split("_")[0])
         value, source = pub.get(info["published"], compare, pub_metric, key)
-        if source and extractor != "inception":  # published FID/IS use Inception features
-            source = f"{source}; Inception features, not comparable with this extractor"
+        # Published FID and IS use Inception features: other extractors get no difference.
         same = compare == info["dataset"] and extractor == "inception"
         rows.append({
             "dataset": info["dataset"], "run": run, "method": info["label"],
@@ -140,7 +153,7 @@ def ablation_table(preset: dict, root: Path, pub: Published) -> pd.DataFrame:
                              "vs_first": None if row["mean"] is None else row["mean"] - base,
                              "train_steps": info["train_steps"],
                              "published": None, "published_dataset": "", "difference": None,
-                             "published_source": "not found (spec 10.3: no ablation numbers)"})
+                             "published_source": NO_ABLATION_NUMBERS})
     return pd.DataFrame(rows)
 
 
@@ -207,60 +220,125 @@ def toy_table(preset: dict, root: Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# Writers.
+# Views: the same numbers shaped like the paper's tables (cdrl.report.render).
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+MEASURED_NOTE = "Measured: mean ± standard deviation over seeds (number of seeds)."
+DIFFERENCE_NOTE = ("Paper: the published value, on the paper's dataset where that differs. "
+                   "Difference: measured minus paper, given only where the dataset and the "
+                   "features (Inception) are the paper's; – where they are not.")
 
 
-def _display(df: pd.DataFrame) -> pd.DataFrame:
-    """``mean`` and ``std`` merged as 'mean ± std' for the human-readable formats."""
-    out = df.copy().astype(object).where(df.notna(), None)
-    if "mean" in out:
-        out["mean"] = [_fmt(m) + (f" ± {_fmt(s)}" if s is not None else "")
-                       for m, s in zip(out["mean"], out.get("std", [None] * len(out)),
-                                       strict=True)]
-        out = out.drop(columns=[c for c in ("std",) if c in out])
-    return out
+def _metric_cells(g: pd.DataFrame, metrics: list[str], with_paper: set[str], sources: Sources,
+                  reasons: dict) -> dict:
+    """One row's metric columns: measured, and for ``with_paper`` metrics paper and difference."""
+    row = {}
+    for m in metrics:
+        hit = g[g.metric == m]
+        r = hit.iloc[0] if len(hit) else None
+        row[m] = "" if r is None else measured(r["mean"], r["std"], int(r["seeds"]))
+        if r is not None and isinstance(r.get("note"), str) and r["note"]:
+            reasons[m] = r["note"]
+        if m in with_paper:
+            row[f"{m} paper"] = "" if r is None else published_cell(
+                r["published"], r["published_source"], sources, r["dataset"],
+                r["published_dataset"])
+            row[f"{m} difference"] = "" if r is None else difference_cell(r["difference"],
+                                                                          r["published"])
+    return row
 
 
-def _markdown(df: pd.DataFrame, title: str) -> str:
-    cols = list(df.columns)
-    lines = [f"## {title}", "", "| " + " | ".join(cols) + " |",
-             "| " + " | ".join("---" for _ in cols) + " |"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
-    return "\n".join(lines) + "\n"
+def _metric_view(df: pd.DataFrame, by: list[str], first: dict) -> View:
+    """Rows grouped by ``by``; ``first`` maps a column to its header (value of the group's first
+    row); then one column per metric with the paper's value and the difference beside it."""
+    if df.empty:
+        return View(pd.DataFrame())
+    sources, reasons = Sources(), {}
+    metrics = list(dict.fromkeys(df["metric"]))
+    with_paper = {m for m in metrics if df.loc[df.metric == m, "published"].notna().any()}
+    rows = []
+    for _, g in df.groupby(by, sort=False):
+        head = g.iloc[0]
+        rows.append({label: _cell(col, head[col]) for col, label in first.items()}
+                    | _metric_cells(g, metrics, with_paper, sources, reasons))
+    notes = [MEASURED_NOTE] + ([DIFFERENCE_NOTE] if with_paper else [])
+    notes += [f"{m} n/a: {why}" for m, why in reasons.items()]
+    return View(pd.DataFrame(rows), notes + sources.notes())
 
 
-def _tex_escape(s: str) -> str:
-    s = s.replace("\\", "\0")
-    for ch in "&%_#{}$":
-        s = s.replace(ch, "\\" + ch)
-    return s.replace("\0", r"\textbackslash{}").replace("±", r"$\pm$")
+def _cell(col: str, value) -> str:
+    if col == "dataset":
+        return dataset_name(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
-def _latex(df: pd.DataFrame, title: str) -> str:
-    cols = list(df.columns)
-    body = [" & ".join(_tex_escape(_fmt(v)) for v in row) + r" \\"
-            for row in df.itertuples(index=False)]
-    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(title)}}}",
-                      r"\small", r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
-                      " & ".join(_tex_escape(c) for c in cols) + r" \\", r"\midrule", *body,
-                      r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+def main_view(df: pd.DataFrame) -> View:
+    """Methods as rows (one per run, feature extractor and sample count), metrics as columns."""
+    return _metric_view(df, ["run", "extractor", "n_samples"],
+                        {"method": "method", "dataset": "dataset", "extractor": "features",
+                         "n_samples": "samples"})
 
 
-def write_table(df: pd.DataFrame, stem: str | Path, title: str) -> None:
-    """``<stem>.csv`` (raw numbers), ``<stem>.md`` and ``<stem>.tex`` (mean ± std)."""
-    from cdrl.io import atomic_write_text
+def ablation_view(df: pd.DataFrame) -> View:
+    """Each ablation's variants as rows: FID and its change against the ablation's first run."""
+    if df.empty:
+        return View(pd.DataFrame(), [f"Published: {NO_ABLATION_NUMBERS}."])
+    first = ~df["ablation"].duplicated()
+    rows = [{"ablation": r["title"], "variant": r["method"], "dataset": dataset_name(r["dataset"]),
+             "features": r["extractor"], "FID": measured(r["mean"], r["std"], int(r["seeds"])),
+             "FID vs first variant": "reference" if is_first else difference_cell(r["vs_first"], 0)}
+            for is_first, (_, r) in zip(first, df.iterrows(), strict=True)]
+    return View(pd.DataFrame(rows), [MEASURED_NOTE, f"Published: {NO_ABLATION_NUMBERS}."])
 
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stem.with_suffix(".csv"), df.to_csv(index=False))
-    shown = _display(df)
-    atomic_write_text(stem.with_suffix(".md"), _markdown(shown, title))
-    atomic_write_text(stem.with_suffix(".tex"), _latex(shown, title))
+
+def steps_view(df: pd.DataFrame) -> View:
+    """The paper's steps table: one row per method and Langevin steps per level at sampling."""
+    if df.empty:
+        return View(pd.DataFrame())
+    view = _metric_view(df, ["run", "steps"],
+                        {"method": "method", "dataset": "dataset", "extractor": "features",
+                         "steps": "K per level", "total_steps": "total steps"})
+    secs = df.drop_duplicates(["run", "steps"])["seconds_per_image"]
+    view.df["sampling s / image"] = [fmt(s) for s in secs]
+    return view
+
+
+def cost_view(df: pd.DataFrame) -> View:
+    """Training cost per run, each quantity as mean ± std over the run's seeds."""
+    if df.empty:
+        return View(pd.DataFrame())
+    rows = []
+    for run, g in df.groupby("run", sort=False):
+        head, n = g.iloc[0], len(g)
+        row = {"method": head["method"], "run": run, "dataset": dataset_name(head["dataset"]),
+               "device": head["device"], "iterations": _cell("", g["iterations"].max())}
+        for col, label in (("sec_per_iter", "s / iteration"), ("wall_hours", "wall-clock hours"),
+                           ("device_hours", "device-hours"), ("peak_mem_mb", "peak memory (MB)")):
+            row[label] = measured(*seed_stats(g[col])[:2], n)
+        rows.append(row | {"device-hours unit": head["unit"]})
+    return View(pd.DataFrame(rows), [
+        "Per seed: mean ± standard deviation over the run's seeds (number of seeds).",
+        "Published: none; the paper's hardware and training time were not found."])
+
+
+TOY_METRICS = {"sliced_wasserstein": "sliced Wasserstein", "mmd_rbf": "MMD (RBF)",
+               "support_fraction": "in support", "support_fraction_held_out":
+               "in support, held-out data"}
+
+
+def toy_view(df: pd.DataFrame) -> View:
+    """The toy runs' sample metrics, mean ± std over seeds."""
+    if df.empty:
+        return View(pd.DataFrame())
+    rows = []
+    for run, g in df.groupby("run", sort=False):
+        row = {"method": g["method"].iloc[0], "run": run,
+               "samples": _cell("", g["num_samples"].iloc[0])}
+        for key, label in TOY_METRICS.items():
+            if key in g:
+                row[label] = measured(*seed_stats(g[key]))
+        rows.append(row)
+    return View(pd.DataFrame(rows), [
+        MEASURED_NOTE, "Held-out data: the same number of fresh points from the data "
+        "distribution, for scale.", "Published: none; the paper's toy example is a figure."])

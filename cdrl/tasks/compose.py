@@ -80,6 +80,7 @@ def quadrant_fractions(x: torch.Tensor, conditions: list[str]) -> dict:
 
 def _figure(path: Path, samples: dict[str, torch.Tensor], num: int = 8) -> None:
     import matplotlib
+    from torchvision.utils import make_grid
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -97,9 +98,9 @@ def _figure(path: Path, samples: dict[str, torch.Tensor], num: int = 8) -> None:
             ax.axvline(0, color="k", lw=0.5)
             ax.set_aspect("equal")
         else:
-            grid = torch.cat(list(x[:num]), dim=-1)
-            grid = ((grid.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-            ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray")
+            # One row of images in [-1, 1], shown as [0, 1] RGB (grey repeated).
+            grid = make_grid(x[:num], nrow=num, padding=0, normalize=True, value_range=(-1, 1))
+            ax.imshow(grid.permute(1, 2, 0).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
         ax.set_title(name, fontsize=9)

@@ -123,6 +123,7 @@ def inpaint_metrics(filled: torch.Tensor, truth: torch.Tensor, mask: torch.Tenso
 
 def _figure(path: Path, rows: dict, num: int = 8) -> None:
     import matplotlib
+    from torchvision.utils import make_grid
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -133,11 +134,11 @@ def _figure(path: Path, rows: dict, num: int = 8) -> None:
                              figsize=(len(cols) * 0.4 * num + 0.6, 0.4 + 0.55 * len(rows)))
     for r, (kind, imgs) in enumerate(rows.items()):
         for c, col in enumerate(cols):
-            batch = imgs[col][:num]
-            grid = torch.cat(list(batch), dim=-1)  # [C, H, num*W]
-            grid = ((grid.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+            # One row of images in [-1, 1], shown as [0, 1] RGB (grey repeated).
+            grid = make_grid(imgs[col][:num], nrow=num, padding=0, normalize=True,
+                             value_range=(-1, 1))
             ax = axes[r, c]
-            ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(grid.permute(1, 2, 0).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

@@ -75,20 +75,15 @@ def energy_scores(method, x: torch.Tensor, level: int = 0, use_ema: bool = True,
 
 def auroc(in_scores: torch.Tensor, ood_scores: torch.Tensor) -> float:
     """Area under the ROC curve for "in-distribution scores higher", ties counted as 1/2
-    (the Mann-Whitney U statistic with average ranks)."""
+    (``sklearn.metrics.roc_auc_score`` with the in-distribution inputs as the positives)."""
+    from sklearn.metrics import roc_auc_score
+
     n_in, n_ood = len(in_scores), len(ood_scores)
     if n_in == 0 or n_ood == 0:
         raise ValueError("AUROC needs at least one in-distribution and one OOD score")
-    scores = torch.cat([in_scores, ood_scores]).double()
-    order = torch.argsort(scores)
-    ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
-    # Average the ranks of tied values.
-    uniq, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
-    rank_sum = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks)
-    ranks = (rank_sum / counts)[inverse]
-    u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2
-    return float(u / (n_in * n_ood))
+    scores = torch.cat([in_scores, ood_scores]).double().cpu().numpy()
+    labels = np.r_[np.ones(n_in), np.zeros(n_ood)]
+    return float(roc_auc_score(labels, scores))
 
 
 # ----------------------------------------------------------------------------------- sets
