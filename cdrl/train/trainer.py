@@ -270,12 +270,17 @@ def _checkpoint(cfg, method, run_dir, it, data_shape) -> Path:
     return save_checkpoint(run_dir, it, state, keep=cfg.train.keep_checkpoints)
 
 
+def _run_name(run_dir: Path) -> str:
+    """``<run>/seed<s>`` for the workflow's run directories, else the folder's name."""
+    return f"{run_dir.parent.name}/{run_dir.name}" if run_dir.name.startswith("seed") else run_dir.name
+
+
 def _progress_line(run_dir: Path, line: dict, total: int) -> str:
     """One plain line for logs that are files (``--no-progress``): a SLURM job's log shows how
     far training got and when it will end, without tqdm's carriage returns."""
     eta = (total - line["iteration"]) * line["sec_per_iter"]
     hours, rest = divmod(int(eta), 3600)
-    return (f"train {run_dir.name}: iteration {line['iteration']}/{total}, loss_ebm "
+    return (f"train {_run_name(run_dir)}: iteration {line['iteration']}/{total}, loss_ebm "
             f"{line['loss_ebm']:.4g}, {line['sec_per_iter']:.3f} s/it, ETA "
             f"{hours}:{rest // 60:02d}:{rest % 60:02d}")
 
@@ -293,7 +298,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress, shard) -> 
 
     old = _install_handlers(on_signal)
     bar = tqdm(total=total, initial=start, disable=not (progress and shard.main),
-               mininterval=2.0, desc=f"train {run_dir.name}", unit="it")
+               mininterval=2.0, desc=f"train {_run_name(run_dir)}", unit="it")
     rows = shard.rows(tc.batch_size)
     local_b = rows.stop - rows.start
     it = start

@@ -1,14 +1,47 @@
 # Shared helpers: config validation, the experiment matrix, target lists, per-run resources.
 # The matrix logic lives in cdrl.report.experiments (importable and tested without Snakemake).
+import os
 import shlex
+import sys
+from collections.abc import Mapping
 
-from snakemake.utils import validate
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config, validate
 
 from cdrl.core.config import ConfigError
 from cdrl.report.experiments import resolve_run, run_instances, run_label, run_seeds
+from cdrl.report.preflight import (
+    format_problems,
+    inception_weights_arg,
+    preset_problems,
+)
 
+
+def _typed(value):
+    """YAML types for the leaves of a --config list or mapping: Snakemake reads those with YAML's
+    base loader, which keeps every number a string (seeds=[1] would be ["1"])."""
+    if isinstance(value, str):
+        return yaml.safe_load(value) if value.strip() else value
+    if isinstance(value, Mapping):
+        return {key: _typed(val) for key, val in value.items()}
+    if isinstance(value, list):
+        return [_typed(val) for val in value]
+    return value
+
+
+update_config(
+    config,
+    {
+        key: val if isinstance(val, str) else _typed(val)
+        for key, val in workflow.config_settings.config.items()
+    },
+)
 validate(config, schema="../schemas/config.schema.yaml")
-EXPERIMENTS_DIR = config["experiments_dir"]
+# Files of the workflow itself are found from the repository, whatever --directory says.
+REPO = workflow.basedir
+EXPERIMENTS_DIR = os.path.join(REPO, config["experiments_dir"])
+PUBLISHED = os.path.join(REPO, "workflow", "data", "published.csv")
 RUN_NAMES = sorted(config["runs"])
 TOY_RUNS = config.get("toy", {}).get("runs", [])
 TABLES = config["tables"]
@@ -28,6 +61,25 @@ def _resolve_all():
 
 
 RESOLVED = _resolve_all()
+
+
+def _preflight():
+    """Datasets, weights and output folders, checked while planning (cdrl.report.preflight), in
+    the main Snakemake process only: not in cluster jobs, and not under --lint."""
+    if not (
+        config["preflight"] and workflow.is_main_process and workflow.check_envvars
+    ):
+        return
+    problems, notes = preset_problems(config, RESOLVED, REPO)
+    for note in notes:
+        print(f"Note: {note}", file=sys.stderr)
+    if problems:
+        raise WorkflowError(format_problems(problems))
+
+
+_preflight()
+# cdrl evaluate --weights for the inception extractor (the preset's inception_weights).
+INCEPTION_WEIGHTS = inception_weights_arg(config["inception_weights"], REPO)[0]
 
 
 wildcard_constraints:
@@ -200,6 +252,20 @@ def preset_json():
 def reference_stats_file(wildcards):
     dataset = run_dataset(wildcards.run)
     return f"results/metrics/reference/{dataset}-{wildcards.extractor}.json"
+
+
+def weights_arg(wildcards):
+    """``--weights ...`` of the inception extractor; the digits CNN uses its default file."""
+    if wildcards.extractor != "inception":
+        return ""
+    return f"--weights {shlex.quote(INCEPTION_WEIGHTS)}"
+
+
+def cuda_flag(wildcards, resources):
+    """CDRL_REQUIRE_CUDA for a job: 1 when it asked for GPUs and the preset's require_cuda is
+    on, so `cdrl` stops at once on a node where torch sees no CUDA device."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    return int(bool(config["require_cuda"]) and gpus > 0)
 
 
 def eval_metrics(wildcards):

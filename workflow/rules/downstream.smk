@@ -20,9 +20,10 @@ rule sample_guided:
     params:
         run_dir=subpath(input[0], parent=True),
         seed=lambda wc: eval_spec(wc.run)["seed"],
+        cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl sample --run-dir {params.run_dir:q} "
-        "--num {wildcards.num} --guidance {wildcards.w} --labels uniform --seed {params.seed} "
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl sample "
+        "--run-dir {params.run_dir:q} --num {wildcards.num} --guidance {wildcards.w} --labels uniform --seed {params.seed} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -68,8 +69,9 @@ rule compose:
         run_dir=subpath(input[0], parent=True),
         conditions=",".join(DOWNSTREAM.get("compose", {}).get("conditions", [])),
         num=DOWNSTREAM.get("compose", {}).get("num_samples", 0),
+        cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl compose --run-dir {params.run_dir:q} "
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl compose --run-dir {params.run_dir:q} "
         "--conditions {params.conditions:q} --num {params.num} --out {output.npz:q} "
         "--metrics {output.metrics:q} --figure {output.fig:q} > {log:q} 2>&1"
 
@@ -98,8 +100,9 @@ rule inpaint:
         dataset=DOWNSTREAM.get("inpaint", {}).get("dataset", ""),
         masks=",".join(DOWNSTREAM.get("inpaint", {}).get("masks", [])),
         num=DOWNSTREAM.get("inpaint", {}).get("num", 0),
+        cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl inpaint --run-dir {params.run_dir:q} "
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl inpaint --run-dir {params.run_dir:q} "
         "--dataset {params.dataset:q} --masks {params.masks:q} --num {params.num} "
         "--out-json {output.metrics:q} --figure {output.fig:q} > {log:q} 2>&1"
 
@@ -122,8 +125,9 @@ rule ood:
         run_dir=subpath(input[0], parent=True),
         in_dist=DOWNSTREAM.get("ood", {}).get("in_dist", ""),
         sets=",".join(DOWNSTREAM.get("ood", {}).get("sets", [])),
+        cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl ood --run-dir {params.run_dir:q} "
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl ood --run-dir {params.run_dir:q} "
         "--in-dist {params.in_dist:q} --ood {params.sets:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -143,8 +147,9 @@ rule bench:
         mem_mb=config["sample_resources"]["mem_mb"],
     params:
         args=bench_args,
+        cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl bench {params.args} --threads {threads} "
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl bench {params.args} --threads {threads} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -155,7 +160,7 @@ rule downstream_tables:
         inpaint=downstream_file("inpaint", "json"),
         ood=downstream_file("ood", "json"),
         speed=expand("results/speed/{case}.csv", case=list(SPEED)),
-        published="workflow/data/published.csv",
+        published=PUBLISHED,
     output:
         report(
             expand("results/tables/{name}.csv", name=DOWNSTREAM_TABLES),

@@ -1,6 +1,6 @@
 # Evaluation with torch-fidelity (cdrl evaluate) of any sample file (k<K> or guided-w<w>):
-# FID/KID per extractor against the preset's
-# reference split. The reference's features are cached once per (dataset, extractor) by
+# FID/KID/IS per extractor against the preset's reference split; the inception extractor's
+# weights follow the preset's inception_weights (fid-port, torch-fidelity or a file). The reference's features are cached once per (dataset, extractor) by
 # reference_stats, so parallel evaluations never extract them twice.
 
 
@@ -19,10 +19,12 @@ rule reference_stats:
     params:
         reference=lambda wc: config["evaluation"][wc.dataset]["reference"],
         cache_root=config["fidelity_cache"],
+        weights=weights_arg,
+        cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl evaluate --prepare-reference "
-        "--reference {params.reference:q} --extractor {wildcards.extractor} "
-        "--cache-root {params.cache_root:q} --out {output:q} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl evaluate "
+        "--prepare-reference --reference {params.reference:q} --extractor {wildcards.extractor} "
+        "{params.weights} --cache-root {params.cache_root:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -44,8 +46,10 @@ rule evaluate:
         reference=lambda wc: eval_spec(wc.run)["reference"],
         metrics=eval_metrics,
         cache_root=config["fidelity_cache"],
+        weights=weights_arg,
+        cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl evaluate --samples {input.samples:q} "
-        "--reference {params.reference:q} --metrics {params.metrics} "
-        "--extractor {wildcards.extractor} --cache-root {params.cache_root:q} --out {output:q} "
-        "> {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl evaluate "
+        "--samples {input.samples:q} --reference {params.reference:q} "
+        "--metrics {params.metrics} --extractor {wildcards.extractor} {params.weights} "
+        "--cache-root {params.cache_root:q} --out {output:q} > {log:q} 2>&1"

@@ -19,9 +19,10 @@ rule sample:
     params:
         run_dir=subpath(input[0], parent=True),
         seed=lambda wc: eval_spec(wc.run)["seed"],
+        cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} python -m cdrl sample --run-dir {params.run_dir:q} "
-        "--num {wildcards.num} --steps {wildcards.steps} --seed {params.seed} --out {output:q} "
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl sample "
+        "--run-dir {params.run_dir:q} --num {wildcards.num} --steps {wildcards.steps} --seed {params.seed} --out {output:q} "
         "> {log:q} 2>&1"
 
 

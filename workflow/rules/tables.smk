@@ -6,7 +6,7 @@ rule tables:
         metrics=main_metric_files() + steps_metric_files(),
         runs=train_outputs(RUN_NAMES),
         toy=[f.replace(".png", ".json") for f in toy_targets()],
-        published="workflow/data/published.csv",
+        published=PUBLISHED,
     output:
         report(
             expand("results/tables/{name}.csv", name=TABLE_NAMES),

@@ -1,6 +1,10 @@
 # Training: the resolved run config is written first (a changed preset re-trains only the runs
 # whose config changed), then `cdrl train`, which resumes from results/runs/<run>/seed<s>/latest.json
 # when re-run. Checkpoints are never outputs; final.json marks a finished run.
+# The log gets one line per train.log_every iterations (iteration, loss, s/it, ETA) as it trains.
+# Snakemake deletes a job's log before every attempt, so the log is a hard link to
+# <log>.attempts.log, which it does not know about: a requeued or retried job appends to the
+# lines of the attempts before it.
 
 
 rule run_config:
@@ -26,6 +30,9 @@ rule train:
         "logs/train/{run}/seed{seed}.log",
     benchmark:
         "benchmarks/train/{run}/seed{seed}.tsv"
+    # A failed training (lost node, out of memory, a killed step) is run once more; it resumes
+    # from latest.json, so the retry costs only the work since the last checkpoint.
+    retries: 1
     conda:
         "../../environment.yml"
     threads: run_resource("threads", 1)
@@ -37,6 +44,12 @@ rule train:
         run_dir=subpath(output[0], parent=True),
         # A gpu: N job runs N processes (cdrl.train.distributed): the job's threads are shared.
         omp=lambda wc, threads, resources: max(1, threads // max(1, int(resources.gpu))),
+        cuda=cuda_flag,
+        attempts="logs/train/{run}/seed{seed}.attempts.log",
     shell:
-        "OMP_NUM_THREADS={params.omp} python -m cdrl train --config {input.cfg:q} "
-        "--run-dir {params.run_dir:q} --replace-changed --no-progress > {log:q} 2>&1"
+        "touch {params.attempts:q} && ln -f {params.attempts:q} {log:q} && "
+        "echo == $(date +%FT%T) on $(hostname): cdrl train {wildcards.run} seed{wildcards.seed} "
+        ">> {log:q} && "
+        "OMP_NUM_THREADS={params.omp} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl train "
+        "--config {input.cfg:q} --run-dir {params.run_dir:q} --replace-changed --no-progress "
+        ">> {log:q} 2>&1"

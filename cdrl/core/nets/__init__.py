@@ -46,7 +46,8 @@ def build_initializer(cfg: InitializerConfig, data_shape: tuple[int, ...],
             raise ValueError(f"initializer.arch 'toy_mlp' needs vector data, got {data_shape}")
         return ToyInitializer(data_dim=data_shape[0], width=cfg.width, num_blocks=cfg.num_blocks,
                               emb_in_dim=cfg.emb_in_dim, temb_dim=cfg.temb_dim,
-                              groups=cfg.groups, dropout=cfg.dropout, num_classes=num_classes)
+                              groups=cfg.groups, dropout=cfg.dropout, num_classes=num_classes,
+                              variant=cfg.toy_variant)
     from cdrl.core.nets.image import UNetInitializer
 
     if len(data_shape) != 3:

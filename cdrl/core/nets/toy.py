@@ -8,6 +8,16 @@ spectral norm everywhere but the head, and a final ``ReLU -> Linear(C -> 1, no b
 ``ToyInitializer`` is a one-block MLP version of the U-Net of spec 7.2: ``Linear(2 -> 64)``, FiLM
 residual blocks (GroupNorm, SiLU, zero-initialised second layer), a zero-initialised output layer
 plus the input, and a time MLP ``128 -> 128 -> 128``. A fresh initializer returns its input.
+``variant`` picks between two versions of it:
+
+- ``official``: the official ``toy_example.py`` initializer layer for layer. GroupNorm eps 1e-6;
+  each block's second Linear has zero weight and PyTorch's default (random) bias; the output is
+  ``SiLU -> Linear(64 -> 2, bias=False)`` with zero weight, applied to the last block's output
+  directly (no normalisation).
+- ``norm_bias`` (the default, kept so earlier runs and checkpoints stay valid): GroupNorm eps
+  1e-5; each block's second Linear has zero weight and zero bias; the output is
+  ``GroupNorm -> SiLU -> Linear(64 -> 2)`` with zero weight and bias, as at the end of the image
+  U-Net (spec 7.2).
 
 Both networks take ``t``, a per-sample float that the method computes from the noise level
 (``tau * 1000`` of the logSNR for CDRL, the integer level index for DRL). With ``num_classes > 0``
@@ -23,7 +33,7 @@ from torch import nn
 
 from cdrl.core.nets.layers import SNLinear, fast_linear, sinusoidal_embedding
 
-__all__ = ["ToyEBM", "ToyInitializer"]
+__all__ = ["TOY_INITIALIZER_VARIANTS", "ToyEBM", "ToyInitializer"]
 
 
 def _class_embedding(temb: torch.Tensor, labels: torch.Tensor | None, class_map) -> torch.Tensor:
@@ -159,19 +169,25 @@ def _linear_add(x: torch.Tensor, w: torch.Tensor, other: torch.Tensor) -> torch.
     return torch.addmm(other, x, w.t())
 
 
+TOY_INITIALIZER_VARIANTS = ("official", "norm_bias")
+
+
 class _FiLMBlock(nn.Module):
     """GroupNorm -> SiLU -> Linear -> GroupNorm -> FiLM -> SiLU -> dropout -> zero Linear."""
 
-    def __init__(self, dim: int, temb_dim: int, groups: int, dropout: float) -> None:
+    def __init__(self, dim: int, temb_dim: int, groups: int, dropout: float,
+                 official: bool = False) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, dim)
+        eps = 1e-6 if official else 1e-5
+        self.norm1 = nn.GroupNorm(groups, dim, eps=eps)
         self.fc1 = nn.Linear(dim, dim)
-        self.norm2 = nn.GroupNorm(groups, dim)
+        self.norm2 = nn.GroupNorm(groups, dim, eps=eps)
         self.film = nn.Linear(temb_dim, 2 * dim)
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(dim, dim)
         nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
+        if not official:  # the official code zeroes the weight only
+            nn.init.zeros_(self.fc2.bias)
 
     def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         out = self.fc1(F.silu(self.norm1(h)))
@@ -185,21 +201,28 @@ class ToyInitializer(nn.Module):
 
     def __init__(self, data_dim: int = 2, width: int = 64, num_blocks: int = 1,
                  emb_in_dim: int = 128, temb_dim: int = 128, groups: int = 32,
-                 dropout: float = 0.0, num_classes: int = 0) -> None:
+                 dropout: float = 0.0, num_classes: int = 0, variant: str = "norm_bias") -> None:
         super().__init__()
         if width % groups:
             raise ValueError(f"initializer width {width} is not divisible by groups {groups}")
+        if variant not in TOY_INITIALIZER_VARIANTS:
+            raise ValueError(f"unknown toy initializer variant {variant!r}; choose one of "
+                             f"{list(TOY_INITIALIZER_VARIANTS)}")
+        official = variant == "official"
+        self.variant = variant
         self.emb_in_dim = emb_in_dim
         self.time_mlp = nn.Sequential(nn.Linear(emb_in_dim, temb_dim), nn.SiLU(),
                                       nn.Linear(temb_dim, temb_dim))
         self.class_map = nn.Linear(num_classes, temb_dim) if num_classes > 0 else None
         self.fc_in = nn.Linear(data_dim, width)
-        self.blocks = nn.ModuleList(_FiLMBlock(width, temb_dim, groups, dropout)
+        self.blocks = nn.ModuleList(_FiLMBlock(width, temb_dim, groups, dropout, official)
                                     for _ in range(num_blocks))
-        self.norm_out = nn.GroupNorm(groups, width)
-        self.fc_out = nn.Linear(width, data_dim)
+        # The official head has neither a norm nor a bias; norm_bias has both (module docstring).
+        self.norm_out = nn.Identity() if official else nn.GroupNorm(groups, width)
+        self.fc_out = nn.Linear(width, data_dim, bias=not official)
         nn.init.zeros_(self.fc_out.weight)
-        nn.init.zeros_(self.fc_out.bias)
+        if self.fc_out.bias is not None:
+            nn.init.zeros_(self.fc_out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor,
                 labels: torch.Tensor | None = None) -> torch.Tensor:

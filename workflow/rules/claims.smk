@@ -1,0 +1,40 @@
+# The claims table (cdrl.report.claims): each claim of the paper judged from the per-seed results
+# by the rule the preset's claims: section fixed before the runs; results/tables/claims.{csv,md}
+# (and .html, the first section of the report). Needs common.smk (preset_json) included first.
+from cdrl.report.claims import claim_files, read_claims
+
+# A rule that does not fit its claim's kind, or an undefined run, fails at planning.
+read_claims(config)
+CLAIMS_PRESET = {**preset_json(), "claims": config.get("claims", [])}
+# Targets of rule all: the claims table, if the preset has claims.
+CLAIMS_TARGETS = [
+    f"results/tables/claims.{ext}"
+    for ext in ("csv", "md", "html")
+    if CLAIMS_PRESET["claims"]
+]
+
+
+rule claims:
+    input:
+        claim_files(CLAIMS_PRESET),
+    output:
+        csv=report(
+            "results/tables/claims.csv",
+            caption="../report/claims.rst",
+            category="0 Claims",
+        ),
+        md="results/tables/claims.md",
+        html=report(
+            "results/tables/claims.html",
+            caption="../report/claims.rst",
+            category="0 Claims",
+        ),
+    log:
+        "logs/claims.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        preset=CLAIMS_PRESET,
+    script:
+        "../scripts/claims.py"
