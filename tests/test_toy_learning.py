@@ -78,8 +78,10 @@ def test_per_image_seeds_are_invariant_to_batch_size_and_sharding(tmp_path, tiny
         assert cli_main(base + (args if "--seed" in args else args + ["--seed", "9"])) == 0
         with np.load(out) as npz:
             outs[name] = (npz["x"], npz["index"])
-    np.testing.assert_array_equal(outs["b2"][0], outs["b6"][0])
-    np.testing.assert_array_equal(outs["shard"][0], outs["b6"][0][3:])
+    # The noise streams are identical; CPU matmuls of different batch sizes may round the last
+    # bit differently (3e-8 seen), which no image can show.
+    np.testing.assert_allclose(outs["b2"][0], outs["b6"][0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(outs["shard"][0], outs["b6"][0][3:], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(outs["shard"][1], [3, 4, 5])
     assert not np.array_equal(outs["other_seed"][0], outs["b6"][0])
     assert len(np.unique(outs["b6"][0], axis=0)) == 6  # images differ from one another

@@ -143,6 +143,12 @@ def test_end_to_end_tiny_preset(tmp_path):
     for name in TABLES:
         for ext in ("csv", "md", "tex"):
             assert (res / "tables" / f"{name}.{ext}").stat().st_size > 50, (name, ext)
+    claims = pd.read_csv(res / "tables" / "claims.csv")
+    assert sorted(set(claims["claim"]), key=lambda c: int(c[1:])) == [f"C{i}" for i in range(1, 11)]
+    assert set(claims["verdict"]) <= {"reproduced", "not reproduced", "inconclusive"}
+    # One seed: every claim decided by sampled data is inconclusive (C2's exact counts may decide).
+    assert (claims[claims.claim != "C2"]["verdict"] == "inconclusive").all()
+    assert (res / "tables" / "claims.md").stat().st_size > 1000
     main = pd.read_csv(res / "tables" / "main.csv")
     assert set(main["run"]) == {"digits_cdrl", "digits_drl"}
     fid = main[(main.metric == "FID") & (main.run == "digits_cdrl")].iloc[0]
