@@ -9,7 +9,10 @@
 # No systemd, no cgroups: daemons are started by hand and write pid files under $STATE.
 # Partitions: `main` (default, CPU) and `gpu`; the node carries two fake GPUs (gres on
 # /dev/fakegpu[0-1]), so `--gpus=N` is scheduled for real and jobs see CUDA_VISIBLE_DEVICES.
-# slurmdbd (MariaDB) runs so that `sacct` works: submitit reads job states with it.
+# Preemption as SLURM does it by default: a job in `urgent` (higher PriorityTier) that needs the
+# resources of jobs in `preemptible` requeues them (PreemptMode=REQUEUE: SIGCONT and SIGTERM, then
+# SIGKILL after KillWait; no user signal). Jobs in `main` and `gpu` are never preempted.
+# slurmdbd (MariaDB) runs so that `sacct` works: the Snakemake plugin reads job states with it.
 # Every start is a fresh cluster (state and accounting wiped); FirstJobId is derived from the clock
 # so job ids (and submitit's logs/submitit/<jobid> folders) are not reused across starts.
 set -euo pipefail
@@ -98,7 +101,8 @@ ReturnToService=2
 JobRequeue=1
 KillWait=10
 SchedulerParameters=sched_interval=5
-SlurmctldParameters=preempt_send_user_signal
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 FirstJobId=$(($(date +%s) % 20000000 * 3 + 1000))
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/slurmd
@@ -112,8 +116,10 @@ AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/none
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN
-PartitionName=main Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
-PartitionName=gpu Nodes=$HOST MaxTime=INFINITE State=UP
+PartitionName=main Nodes=$HOST Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=OFF
+PartitionName=gpu Nodes=$HOST MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=OFF
+PartitionName=preemptible Nodes=$HOST MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE
+PartitionName=urgent Nodes=$HOST MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 	cat >"$CONF_DIR/gres.conf" <<EOF
 AutoDetect=off
@@ -182,7 +188,7 @@ start() {
 	slurmd -N "$HOST"
 	wait_for "node $HOST idle" 90 bash -c "sinfo -h -N -n $HOST -o %t | grep -qx idle"
 	wait_for sacct 60 sacct -n -X -S now
-	log "up: partitions main, gpu (gpu:2 fake); state $STATE"
+	log "up: partitions main, gpu (gpu:2 fake), preemptible, urgent; state $STATE"
 }
 
 status() {

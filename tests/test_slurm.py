@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,8 +152,10 @@ def _state_equal(a: dict, b: dict, prefix="") -> list[str]:
 def test_time_limit_checkpoints_requeues_and_resumes(cluster, tmp_path, tiny_config_dict):
     """A 1-minute job with more work than that: USR2 before the limit, checkpoint, requeue,
     resume; the final weights equal an uninterrupted run's bit for bit."""
-    # About 100 s of work against a 1-minute limit signalled 30 s early: two or more requeues.
-    iters = _iterations_for(100.0, tmp_path, tiny_config_dict, floor=1000)
+    # About 60 s of work against a 1-minute limit signalled 30 s early, which leaves an attempt
+    # at most 25 s of training after its start-up: two or more requeues. A loaded machine trains
+    # less per attempt, hence the generous max-requeue.
+    iters = _iterations_for(60.0, tmp_path, tiny_config_dict, floor=300)
     cfg = _long_config(tmp_path, tiny_config_dict, iters)
     work = _workflow(tmp_path / "wf", f"""
 rule train:
@@ -167,7 +170,7 @@ rule train:
                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         proc = _smk(work, "--submitit-signal-delay-s", "30", "--submitit-checkpoint-grace-s",
-                    "20", "--submitit-max-requeue", "12", "--submitit-jobname-prefix",
+                    "20", "--submitit-max-requeue", "25", "--submitit-jobname-prefix",
                     TAG + "requeue-", timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-2000:]
@@ -240,6 +243,80 @@ rule train:
     assert not _state_equal(want["method"], got["method"])
 
 
+def _node_cpus() -> int:
+    """CPUs of the node, as the `urgent` partition sees it (all of them)."""
+    out = _run(["sinfo", "-h", "-p", "urgent", "-o", "%c"], timeout=30).stdout.split()
+    if not out:
+        pytest.fail("the running cluster has no `urgent` partition: it was started by an older "
+                    "scripts/slurm_cluster.sh; run `scripts/slurm_cluster.sh stop` and retry")
+    return int(out[0])
+
+
+@pytest.mark.slow
+def test_sigterm_preemption_requeues_and_resumes(cluster, tmp_path, tiny_config_dict):
+    """SLURM's default preemption: a job in the `urgent` partition needs the node, so the job in
+    `preemptible` gets SIGTERM (no user signal) and is requeued by SLURM. The step checkpoints,
+    the plugin waits instead of reporting a failure, and the resumed run ends bit for bit where
+    an uninterrupted one does."""
+    cpus = _node_cpus()
+    # About 25 s of work: the preemption (a few seconds after the first checkpoint) lands
+    # while it trains, and the requeued attempt has most of it left.
+    iters = _iterations_for(25.0, tmp_path, tiny_config_dict, floor=150)
+    cfg = tmp_path / "term.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config_dict(threads=1, train={
+        "iterations": iters, "batch_size": 256, "langevin_steps": 15, "ckpt_every": 25,
+        "log_every": 25})))
+    work = _workflow(tmp_path / "wf", f"""
+rule train:
+    output: "runs/term/final.json"
+    resources: runtime=30, mem_mb=1000, cpus_per_task=1, slurm_partition="preemptible"
+    shell: "python -m cdrl train --config {cfg} --run-dir runs/term --no-progress"
+""")
+    ref = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
+                            "--run-dir", str(tmp_path / "ref"), "--no-progress"],
+                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    smk = subprocess.Popen(_snakemake_cmd(work, "-s", str(work / "Snakefile"), "--configfile",
+                                          str(work / "none.yaml"), "--submitit-max-requeue",
+                                          "0", "--submitit-jobname-prefix", TAG + "term-"),
+                           env=_env(), cwd=work, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait("a first checkpoint", (work / "runs/term/latest.json").exists, 240, every=0.5)
+        (jobid,) = _squeue(TAG + "term-")
+        urgent = _run(["sbatch", "--parsable", "-p", "urgent", "-c", str(cpus),
+                       "--mem=100", "-J", TAG + "urgent", "-o", "/dev/null", "--wrap", "sleep 2"],
+                      timeout=30)
+        assert urgent.returncode == 0, urgent.stderr
+        _wait("the preemption", lambda: "PREEMPTED" in _run(
+            ["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"], timeout=30).stdout,
+            120)
+        _wait("the urgent job to end", lambda: not _squeue(TAG + "urgent"), 120)
+        # A requeued job is held for AuthInfo's cred_expire (30 s here); release it.
+        _run(["scontrol", "update", f"JobId={jobid}", "StartTime=now"], timeout=30)
+        out, _ = smk.communicate(timeout=600)
+        assert smk.returncode == 0, out[-4000:]
+        assert ref.wait(timeout=300) == 0
+    finally:
+        if smk.poll() is None:
+            os.killpg(smk.pid, signal.SIGKILL)
+        if ref.poll() is None:
+            ref.kill()
+    attempts = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"],
+                    timeout=30).stdout.split()
+    assert attempts[0] == "PREEMPTED" and attempts[-1] == "COMPLETED", attempts
+    assert "submitted as SLURM job" in out and "Error" not in out, out[-4000:]
+    logs = work / "logs/submitit" / jobid
+    text = (logs / f"{jobid}_0_log.out").read_text() + (logs / f"{jobid}_0_log.err").read_text()
+    for expected in ("DUE TO PREEMPTION", "SIGTERM (preemption", "exiting without a result",
+                     "SLURM restart count 1", "Job completed successfully"):
+        assert expected in text, f"{expected!r} not in the job's logs:\n{text[-3000:]}"
+    assert "this job is preempted" not in text  # no USR2: this was SIGTERM alone
+    got = load_latest(work / "runs/term", map_location="cpu")
+    want = load_latest(tmp_path / "ref", map_location="cpu")
+    assert got["iteration"] == want["iteration"] == iters
+    assert not _state_equal(want["method"], got["method"])
+
+
 # ---- (c) Ctrl-C cancels; a re-run attaches instead of submitting twice ---------------------------
 
 WAITER = """
@@ -248,8 +325,10 @@ rule all:
 
 rule wait:
     output: "out/{{i}}.txt"
+    params: tag=config.get("tag", 1)
     resources: runtime=10, mem_mb=300, cpus_per_task=1
-    shell: "timeout 600 bash -c 'until [ -e {go} ]; do sleep 1; done' && echo $SLURM_JOB_ID > {{output}}"
+    shell: "timeout 600 bash -c 'until [ -e {go} ]; do sleep 1; done' && "
+           "echo $SLURM_JOB_ID {{params.tag}} > {{output}}"
 """
 
 
@@ -281,9 +360,12 @@ def _settled(work: Path) -> None:
     time.sleep(3)
 
 
-def _running(n: int):
+def _running(n: int, besides=()):
+    """``n`` jobs of this test, all running and none of ``besides``; else None."""
     jobs = _squeue(TAG + "cancel-")
-    return jobs if len(jobs) == n and all(s == "RUNNING" for _, s in jobs.values()) else None
+    if len(jobs) != n or set(jobs) & set(besides):
+        return None
+    return jobs if all(s == "RUNNING" for _, s in jobs.values()) else None
 
 
 @pytest.mark.slow
@@ -309,55 +391,132 @@ def test_interrupt_cancels_and_rerun_attaches(cluster, tmp_path):
     os.killpg(smk.pid, signal.SIGKILL)
     smk.wait(timeout=30)
     assert _running(2)
-    # ...and the next run attaches to them instead of submitting again.
+    # ...a re-run whose command changed (another tag) cancels them and submits its own...
+    assert _smk(work, "--unlock", timeout=120).returncode == 0
+    smk = _start(work, "all", "--config", "tag=2")
+    third = _wait("two new running jobs", lambda: _running(2, besides=second), 120)
+    _settled(work)
+    text = sorted(work.glob("snakemake-*.log"))[-1].read_text()
+    assert f"Cancelling SLURM jobs {' '.join(sorted(second))}" in text, text[-4000:]
+    assert all(s.startswith("CANCELLED") for s in _sacct(second).values()), _sacct(second)
+    os.killpg(smk.pid, signal.SIGKILL)
+    smk.wait(timeout=30)
+    # ...and a re-run with the same command attaches to its jobs instead of submitting again.
     unlock = _smk(work, "--unlock", timeout=120)
     assert unlock.returncode == 0, unlock.stderr
-    smk = _start(work, "all")
+    smk = _start(work, "all", "--config", "tag=2")
     log = sorted(work.glob("snakemake-*.log"))[-1]
     _wait("the re-run to attach", lambda: log.read_text().count("attached to") == 2, 120)
     go.touch()
     assert smk.wait(timeout=300) == 0, log.read_text()[-4000:]
     text = log.read_text()
-    assert "submitted as SLURM job" not in text, text[-4000:]
-    made = {(work / f"out/{i}.txt").read_text().strip() for i in (1, 2)}
-    assert made == set(second)
-    # Every job name was submitted exactly twice in all: the cancelled one and the one that ran.
-    names = {}
-    for jobid, state in _sacct([*first, *second]).items():
-        names.setdefault(jobid, state)
-    assert len(names) == 4 and sum(s == "COMPLETED" for s in names.values()) == 2, names
+    assert "submitted as SLURM job" not in text and "Cancelling" not in text, text[-4000:]
+    made = {(work / f"out/{i}.txt").read_text().split()[0] for i in (1, 2)}
+    assert made == set(third)
+    # Every output was submitted three times in all: cancelled twice, then the one that ran.
+    states = _sacct([*first, *second, *third])
+    assert len(states) == 6 and sum(s == "COMPLETED" for s in states.values()) == 2, states
 
 
 FAILING = """
 rule all:
-    input: "out/slow.txt", "out/bad.txt"
+    input: "out/slow.txt", "out/bad.txt", "out/after.txt"
 
 rule bad:
     output: "out/bad.txt"
     resources: runtime=10, mem_mb=300, cpus_per_task=1
-    shell: "sleep 3; exit 3"
+    shell: "timeout 300 bash -c 'until [ -e {started} ]; do sleep 0.5; done'; exit 3"
 
 rule slow:
     output: "out/slow.txt"
     resources: runtime=10, mem_mb=300, cpus_per_task=1
-    shell: "sleep 600; touch {output}"
+    shell: "touch {started}; timeout 300 bash -c 'until [ -e {failed} ]; do sleep 0.5; done'; "
+           "sleep 4; echo $SLURM_JOB_ID > {{output}}"
+
+rule after:
+    input: "out/slow.txt"
+    output: "out/after.txt"
+    resources: runtime=10, mem_mb=300, cpus_per_task=1
+    shell: "touch {{output}}"
 """
 
 
 @pytest.mark.slow
-def test_failed_job_cancels_the_others_and_names_its_logs(cluster, tmp_path):
-    work = _workflow(tmp_path / "wf", FAILING)
-    start = time.monotonic()
-    proc = _smk(work, "--submitit-jobname-prefix", TAG + "fail-", timeout=300)
-    assert proc.returncode != 0
-    assert time.monotonic() - start < 240, "the slow job was waited for, not cancelled"
-    log = proc.stdout + proc.stderr
-    ids = dict(re.findall(r"\((\S+)\) submitted as SLURM job (\d+)", log))
-    slow = next(i for name, i in ids.items() if "slow" in name)
-    assert _sacct([slow])[slow].startswith("CANCELLED"), log[-3000:]
+def test_failed_job_lets_running_jobs_finish_and_names_its_logs(cluster, tmp_path):
+    """Without --keep-going a failure stops new submissions (`after`), but the job already
+    running (`slow`, still running when Snakemake reports `bad`) is not cancelled: it completes
+    and keeps its output."""
+    started, failed = tmp_path / "slow-started", tmp_path / "bad-reported"
+    work = _workflow(tmp_path / "wf", FAILING.format(started=started, failed=failed))
+    log = work / "snakemake.log"
+    with open(log, "w") as out:
+        smk = subprocess.Popen(_snakemake_cmd(work, "-s", str(work / "Snakefile"),
+                                              "--configfile", str(work / "none.yaml"),
+                                              "--submitit-jobname-prefix", TAG + "fail-"),
+                               env=_env(), cwd=work, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        _wait("Snakemake to report the failed job",
+              lambda: "Error in rule bad" in log.read_text(), 240, every=0.5)
+        ids = dict(re.findall(r"\((\S+)\) submitted as SLURM job (\d+)", log.read_text()))
+        slow = next(i for name, i in ids.items() if "slow" in name)
+        assert _squeue(TAG + "fail-").get(slow, ("", ""))[1] == "RUNNING", log.read_text()
+        failed.touch()
+        assert smk.wait(timeout=240) != 0
+    finally:
+        if smk.poll() is None:
+            os.killpg(smk.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert (work / "out/slow.txt").read_text().strip() == slow, text[-3000:]
+    assert _sacct([slow])[slow] == "COMPLETED", text[-3000:]
+    assert "Cancelling" not in text, text[-3000:]
+    assert not any("after" in name for name in ids) and "rule after" not in text, text[-3000:]
     bad = next(i for name, i in ids.items() if "bad" in name)
-    assert f"logs/submitit/{bad}/{bad}_0_log.err" in log, log[-3000:]
+    assert f"logs/submitit/{bad}/{bad}_0_log.err" in text, text[-3000:]
     assert not _squeue(TAG + "fail-")
+
+
+# ---- slurmdbd lagging: sacct does not know the jobs for a while ----------------------------------
+
+LAGGING_SACCT = """#!/bin/bash
+# sacct of a cluster whose slurmdbd lags: no rows for the first {lag} s (from its first call).
+[ -e {start} ] || date +%s > {start}
+if (( $(date +%s) - $(cat {start}) < {lag} )); then exit 0; fi
+exec {real} "$@"
+"""
+
+
+@pytest.mark.slow
+def test_late_sacct_does_not_fail_the_run(cluster, tmp_path):
+    """sacct reports nothing for 60 s, far past a grace of 8 s: squeue still lists the job, so
+    the plugin warns and waits, and the run succeeds."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sacct"
+    fake.write_text(LAGGING_SACCT.format(lag=60, start=tmp_path / "sacct-start",
+                                         real=shutil.which("sacct")))
+    fake.chmod(0o755)
+    work = _workflow(tmp_path / "wf", """
+rule late:
+    output: "out/late.txt"
+    resources: runtime=10, mem_mb=300, cpus_per_task=1
+    shell: "sleep 20; echo $SLURM_JOB_ID > {output}"
+""")
+    env = _env()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    cmd = _snakemake_cmd(work, "-s", str(work / "Snakefile"), "--configfile",
+                         str(work / "none.yaml"), "--submitit-jobname-prefix", TAG + "late-",
+                         "--submitit-sacct-grace-s", "8")
+    proc = _run(cmd, timeout=300, env=env, cwd=work)
+    ended = time.time()
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    jobid = re.search(r"submitted as SLURM job (\d+)", log).group(1)
+    assert (work / "out/late.txt").read_text().strip() == jobid
+    assert f"sacct has not reported SLURM job {jobid}" in log, log[-4000:]
+    assert "squeue lists it as" in log, log[-4000:]
+    # sacct was silent far longer than the grace while the job ran (20 s of it sleeping).
+    assert min(ended - int((tmp_path / "sacct-start").read_text()), 60) > 8 + 10
 
 
 # ---- multi-GPU: a rule with gpu: 2 runs two data-parallel processes ------------------------------
@@ -423,7 +582,8 @@ def _preset_workdir(work: Path, preset: Path) -> Path:
     return work
 
 
-# Measured, not computed: wall-clock time and peak memory differ between any two runs.
+# Measured, not computed: wall-clock time and peak memory differ between any two runs, and so
+# does a claims row about time ("at equal sampling time" pairs configurations by measured speed).
 MEASURED = re.compile(r"sec|seconds|hours|time|mem", re.IGNORECASE)
 
 
@@ -431,7 +591,8 @@ def _table(path: Path) -> list[dict]:
     """A CSV table without its measured columns and rows (time, memory)."""
     with open(path, newline="") as f:
         return [{k: v for k, v in row.items() if not MEASURED.search(k or "")}
-                for row in csv.DictReader(f) if not MEASURED.search(row.get("quantity") or "")]
+                for row in csv.DictReader(f)
+                if not MEASURED.search((row.get("quantity") or "") + (row.get("statement") or ""))]
 
 
 @pytest.mark.slow

@@ -3,25 +3,37 @@
     snakemake --profile slurm all            # slurm/config.yaml sets `executor: submitit`
 
 - Submission: ``submitit.AutoExecutor(cluster="slurm")`` with parameters from the job's standard
-  resources (``resources.py``). The job runs a pickled ``ShellJob`` (``job.py``) that runs the
-  usual ``python -m snakemake --target-jobs ... --mode remote`` command in the working directory.
-- Names: ``<prefix><rule>-<key>``, where ``key`` hashes the working directory and the job's
-  outputs. Before submitting, queued or running SLURM jobs of the same name are looked up
-  (``squeue``); one that exists is attached to instead of submitting again, so re-running a
-  workflow whose jobs are still on the cluster never duplicates them.
-- State: one ``sacct`` call per status check through submitit's watcher; a job is done when its
-  submitit result file exists (success, or the job's exception) or SLURM says it ended.
-- Requeue: SLURM signals USR2 ``submitit-signal-delay-s`` before the time limit (and on
-  preemption); submitit asks ``ShellJob.checkpoint``, which makes the running step checkpoint,
-  and requeues the job, at most ``submitit-max-requeue`` times for time limits.
-- Cancel: Ctrl-C, an executor error, or (without --keep-going) a failed job cancels every job
-  this run submitted or attached (one ``scancel``).
+  resources (``resources.py``), ``--requeue``, and extra sbatch options from
+  ``submitit-sbatch-extra`` and the per-rule resource ``slurm_extra``. The job runs a pickled
+  ``ShellJob`` (``job.py``) that runs the usual ``python -m snakemake --target-jobs ...
+  --mode remote`` command in the working directory.
+- Names: ``<prefix><rule>-<where>-<what>`` (``names.py``): ``where`` hashes the working directory
+  and the outputs, ``what`` the job's command and inputs. Before submitting, this user's queued
+  and running jobs are looked up (one ``squeue``): a job of the same name is attached to instead
+  of submitting again, so re-running a workflow whose jobs are still on the cluster never
+  duplicates them; a job for the same outputs with another command is cancelled.
+- State (``status.py``): a job is done when its submitit result file exists (success, or the
+  step's exception); otherwise one ``sacct`` call per status check for all jobs, and ``squeue``
+  for jobs sacct does not show pending or running. A job neither lists (slurmdbd lags on busy
+  clusters) is waited for, with a warning, up to ``submitit-sacct-grace-s``.
+- Requeue: SLURM signals USR2 ``submitit-signal-delay-s`` before the time limit; submitit asks
+  ``ShellJob.checkpoint``, which makes the running step checkpoint, and requeues the job, at
+  most ``submitit-max-requeue`` times. A preemption by SIGTERM (SLURM's default) or
+  ``scontrol requeue`` is requeued by SLURM itself; the step checkpoints and the wrapper exits
+  without a result, so the plugin keeps waiting and the next run resumes. Preemptions are not
+  counted against max-requeue.
+- Failure: a failed job is reported to Snakemake, which (without --keep-going) submits nothing
+  new and waits for the running jobs to finish. Submission problems (sbatch refused the job,
+  squeue failed) fail that job only.
+- Cancel: Ctrl-C, an executor error, or Snakemake shutting down with jobs still active cancels
+  every job this run submitted or attached (one ``scancel``).
 - Logs: the submission line of every job in the Snakemake log names its submitit log files
   ``<logdir>/<jobid>/<jobid>_0_log.{out,err}``; failures repeat them.
 """
 
 # No `from __future__ import annotations`: Snakemake reads the settings' field types at run time.
 import os
+import pickle
 import subprocess
 import threading
 import time
@@ -36,19 +48,18 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
-from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+from submitit.core.utils import JobPaths
 
 from .job import ShellJob
-from .resources import job_key, job_name, submitit_parameters
+from .names import command_key, command_text, job_key, job_name, match_queue
+from .resources import parse_sbatch_extra, submitit_parameters
+from .status import ALIVE, JobStatus, parse_states
 
 __all__ = ["Executor", "ExecutorSettings", "common_settings"]
 
-# SLURM states (first word of sacct's State) in which a job may still run or be requeued.
-ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED",
-          "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "PREEMPTED", "STAGE_OUT", "SIGNALING",
-          "RESV_DEL_HOLD", "SPECIAL_EXIT", "STOPPED", "UNKNOWN", "READY"}
-SQUEUE_TIMEOUT_S = 60
-UNKNOWN_LIMIT_S = 600
+SLURM_TIMEOUT_S = 60        # one squeue / sacct / scancel call
+SACCT_CHUNK = 200           # job ids per sacct call
+WARN_EVERY_S = 600          # repeat a failing status command's warning at most this often
 # Snakemake builds argparse types from the fields: typing.Optional works, `str | None` does not.
 OptStr = Optional[str]  # noqa: UP045
 
@@ -87,6 +98,14 @@ class ExecutorSettings(ExecutorSettingsBase):
     jobname_prefix: str = field(default="smk-", metadata=_opt("Prefix of SLURM job names."))
     no_attach: bool = field(default=False, metadata=_opt(
         "Always submit, even when a queued or running job makes the same outputs."))
+    sacct_grace_s: int = field(default=3600, metadata=_opt(
+        "Seconds a job that neither sacct nor squeue lists is waited for before it counts as "
+        "failed (slurmdbd lags by minutes on busy clusters; a warning says when it does)."))
+    sbatch_extra: OptStr = field(default=None, metadata=_opt(
+        "More sbatch options for every job, split like a shell would: '--mail-type=END "
+        "--comment=\"a b\"'. A rule's resource slurm_extra adds to them (and wins). Options "
+        "the plugin sets (partition, time, mem, gres, ...) are refused. On the command line "
+        "join it with '=': --submitit-sbatch-extra='--mail-type=END'."))
 
 
 common_settings = CommonSettings(
@@ -109,76 +128,92 @@ class Executor(RemoteExecutor):
             raise WorkflowError("submitit-checkpoint-grace-s must be below "
                                 "submitit-signal-delay-s: the checkpoint has to be written "
                                 "before SLURM kills the job")
+        try:
+            parse_sbatch_extra(self.settings.sbatch_extra, "submitit-sbatch-extra")
+        except ValueError as err:
+            raise WorkflowError(str(err)) from err
         self.workdir = os.getcwd()
         self.folder = Path(self.settings.logdir).absolute() / "%j"
-        self.watcher = SlurmInfoWatcher(delay_s=600)
         self._mine: dict[str, SubmittedJobInfo] = {}   # submitted or attached, not yet ended
+        self._ended: set[str] = set()                  # never attach to these again
         self._mine_lock = threading.Lock()
+        self._warned: dict[str, float] = {}            # command -> time of its last warning
 
     # ---- submission -------------------------------------------------------------------------
 
     def run_jobs(self, jobs: list[JobExecutorInterface]) -> None:
         names = {job: self._name(job) for job in jobs}
-        queued = {} if self.settings.no_attach else self._queued(set(names.values()))
+        try:
+            queued = self._queued(set(names.values()))
+        except WorkflowError as err:  # fail these jobs, not the run (and its running jobs)
+            for job in jobs:
+                self.report_job_error(SubmittedJobInfo(job=job), msg=str(err))
+            return
         for job in jobs:
             self.run_job_pre(job)
             self._submit(job, names[job], queued.get(names[job]))
 
     def run_job(self, job: JobExecutorInterface) -> None:
-        name = self._name(job)
-        queued = {} if self.settings.no_attach else self._queued({name})
-        self._submit(job, name, queued.get(name))
+        self.run_jobs([job])
 
     def _name(self, job: JobExecutorInterface) -> str:
         rule = job.groupid if job.is_group() else job.rule.name
-        return job_name(self.settings.jobname_prefix, rule, job_key(self.workdir, job.output))
+        return job_name(self.settings.jobname_prefix, rule, job_key(self.workdir, job.output),
+                        command_key(command_text(job), job.input))
 
     def _queued(self, names: set[str]) -> dict[str, str]:
-        """SLURM job ids of queued or running jobs with these names (newest wins)."""
-        if not names:
+        """Job ids to attach to, by name; cancels jobs for the same outputs with another command."""
+        if self.settings.no_attach or not names:
             return {}
-        cmd = ["squeue", "-h", "--me", "-o", "%i|%j|%T", "--name", ",".join(sorted(names))]
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                 timeout=SQUEUE_TIMEOUT_S).stdout
-        except (subprocess.SubprocessError, OSError) as err:
-            raise WorkflowError(f"squeue failed, cannot check for jobs already queued: {err}") from err
-        found: dict[str, str] = {}
-        for line in out.splitlines():
-            jobid, name, state = line.strip().split("|")
-            if name in names and state.split()[0] in ACTIVE and "_" not in jobid:
-                if name not in found or int(jobid) > int(found[name]):
-                    found[name] = jobid
-        return found
+        out = self._slurm(["squeue", "-h", "--me", "-o", "%i|%j|%T"],
+                          "cannot check for jobs already queued")
+        rows = [line.strip().split("|") for line in out.splitlines() if line.count("|") == 2]
+        with self._mine_lock:
+            skip = self._ended | set(self._mine)
+        # A COMPLETING job is over: its result is what it is, a re-run must not inherit it.
+        live = [(i, n) for i, n, state in rows if state.split()[0] in ALIVE - {"COMPLETING"}]
+        matches = match_queue(live, names, skip)
+        stale = sorted({i for m in matches.values() for i in m.stale})
+        if stale:
+            self.logger.warning(f"Cancelling SLURM jobs {' '.join(stale)}: they make the same "
+                                "outputs as jobs about to be submitted, from another command or "
+                                "other inputs (an earlier Snakemake run's)")
+            self._scancel(stale)
+        return {name: m.attach for name, m in matches.items() if m.attach}
 
     def _submit(self, job: JobExecutorInterface, name: str, existing: str | None) -> None:
         if existing is not None:
-            sjob = SlurmJob(folder=self.folder, job_id=existing)
-            how = "attached to queued/running SLURM job"
+            jobid, how = existing, "attached to queued/running SLURM job"
         else:
-            sjob = self._sbatch(job, name)
-            how = "submitted as SLURM job"
-        self.watcher.register_job(sjob.job_id)
-        info = SubmittedJobInfo(job=job, external_jobid=sjob.job_id,
-                                aux={"sjob": sjob, "name": name, "since": time.time()})
+            try:
+                jobid, how = self._sbatch(job, name), "submitted as SLURM job"
+            except WorkflowError as err:
+                self.report_job_error(SubmittedJobInfo(job=job), msg=str(err))
+                return
+        paths = JobPaths(self.folder, job_id=jobid)
+        info = SubmittedJobInfo(job=job, external_jobid=jobid, aux={
+            "paths": paths, "name": name, "status": JobStatus(jobid, since=time.time())})
         with self._mine_lock:
-            self._mine[sjob.job_id] = info
-        self.logger.info(f"Job {job.jobid} ({name}) {how} {sjob.job_id}; submitit log: "
-                         f"{sjob.paths.stdout} (stderr {sjob.paths.stderr.name})")
+            self._mine[jobid] = info
+        self.logger.info(f"Job {job.jobid} ({name}) {how} {jobid}; submitit log: "
+                         f"{paths.stdout} (stderr {paths.stderr.name})")
         self.report_job_submission(info)
 
-    def _sbatch(self, job: JobExecutorInterface, name: str) -> SlurmJob:
-        params = submitit_parameters(job.resources, job.threads, name, self.settings)
+    def _sbatch(self, job: JobExecutorInterface, name: str) -> str:
+        label = f"{name} (Snakemake job {job.jobid})"
+        try:
+            params = submitit_parameters(job.resources, job.threads, name, self.settings)
+        except ValueError as err:
+            raise WorkflowError(f"submitting {label}: {err}") from err
         ex = submitit.AutoExecutor(folder=self.folder, cluster="slurm",
                                    slurm_max_num_timeout=self.settings.max_requeue)
         ex.update_parameters(**params)
-        label = f"{name} (Snakemake job {job.jobid})"
         task = ShellJob(self.format_job_exec(job), self.workdir,
                         grace_s=self.settings.checkpoint_grace_s, label=label)
         try:
             # Submitting from inside a SLURM job must not leak its SLURM_* variables.
             with submitit.helpers.clean_env():
-                return ex.submit(task)
+                return ex.submit(task).job_id
         except Exception as err:  # sbatch refused: a resource the cluster does not have, ...
             raise WorkflowError(f"submitting {label} failed: {err}") from err
 
@@ -189,58 +224,71 @@ class Executor(RemoteExecutor):
     ) -> Generator[SubmittedJobInfo, None, None]:
         if not active_jobs:
             return
-        async with self.status_rate_limiter:
-            self.watcher.update()   # one sacct call for every registered job
-        failed = False
+        results = {info.external_jobid: _result(info.aux["paths"]) for info in active_jobs}
+        waiting = [jobid for jobid, result in results.items() if result is None]
+        sacct: dict[str, str] = {}
+        squeue: dict[str, str] = {}
+        if waiting:
+            async with self.status_rate_limiter:
+                sacct = self._sacct(waiting)
+                if any(sacct.get(jobid) not in ALIVE for jobid in waiting):
+                    squeue = self._squeue_states()
+        now = time.time()
         for info in active_jobs:
-            verdict = self._verdict(info)
+            jobid = info.external_jobid
+            status: JobStatus = info.aux["status"]
+            verdict, warning = status.verdict(results[jobid], sacct.get(jobid),
+                                              squeue.get(jobid), now, self.settings.sacct_grace_s)
+            if warning:
+                self.logger.warning(warning)
             if verdict is None:
                 yield info
                 continue
             self._forget(info)
             if verdict == "ok":
                 self.report_job_success(info)
-            else:
-                failed = True
-                self.report_job_error(info, msg=verdict)
-        if failed and not getattr(self.workflow.execution_settings, "keep_going", False):
-            self._cancel_all("a job failed and --keep-going is off")
+                continue
+            if results[jobid] is None and (sacct.get(jobid) or squeue.get(jobid)) in (
+                    None, "PREEMPTED"):
+                self._scancel([jobid])   # given up on, not known to have ended: end it
+            paths: JobPaths = info.aux["paths"]
+            self.report_job_error(info, msg=f"{verdict}\nsubmitit logs: {paths.stdout} and "
+                                            f"{paths.stderr}\n")
 
-    def _verdict(self, info: SubmittedJobInfo) -> str | None:
-        """None while the job may still run; "ok"; or an error message."""
-        sjob: SlurmJob = info.aux["sjob"]
-        jobid = sjob.job_id
-        logs = f"submitit logs: {sjob.paths.stdout} and {sjob.paths.stderr}"
-        if sjob.paths.result_pickle.exists():
-            try:
-                outcome, payload = submitit.core.utils.pickle_load(sjob.paths.result_pickle)
-            except Exception:  # still being written
-                return None
-            if outcome == "success":
-                return "ok"
-            return f"SLURM job {jobid} failed: {str(payload).strip().splitlines()[-1]}\n{logs}\n"
-        state = self.watcher.get_state(jobid, mode="cache").split()[0].upper()
-        if state == "UNKNOWN":
-            # sacct does not know the job yet; forever means no accounting (slurmdbd) to ask.
-            if time.time() - info.aux["since"] > UNKNOWN_LIMIT_S:
-                return (f"SLURM job {jobid}: sacct has not reported it for "
-                        f"{UNKNOWN_LIMIT_S} s; is SLURM accounting (slurmdbd) running?\n{logs}\n")
-            return None
-        info.aux["since"] = time.time()
-        # submitit stops asking sacct about jobs it thinks are done; some are not for us.
-        if state in ACTIVE:
-            self.watcher._finished.discard(jobid)
-            return None
-        if state == "COMPLETED":
-            # The result file may lag on a shared file system.
-            if time.time() - info.aux.setdefault("completed_at", time.time()) < 60:
-                return None
-            return f"SLURM job {jobid} completed without a submitit result file\n{logs}\n"
-        return f"SLURM job {jobid} ended in state {state}\n{logs}\n"
+    def _sacct(self, jobids: list[str]) -> dict[str, str]:
+        states: dict[str, str] = {}
+        for i in range(0, len(jobids), SACCT_CHUNK):
+            ids = ",".join(jobids[i:i + SACCT_CHUNK])
+            out = self._slurm(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ids],
+                              "job states unknown this time", fail=False)
+            states.update(parse_states(out))
+        return states
+
+    def _squeue_states(self) -> dict[str, str]:
+        out = self._slurm(["squeue", "-h", "--me", "--states=all", "-o", "%i|%T"],
+                          "job states unknown this time", fail=False)
+        return parse_states(out)
+
+    def _slurm(self, cmd: list[str], consequence: str, fail: bool = True) -> str:
+        """stdout of a SLURM command; on failure a WorkflowError, or (fail=False) a warning and
+        no output."""
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                  timeout=SLURM_TIMEOUT_S).stdout
+        except (subprocess.SubprocessError, OSError) as err:
+            detail = getattr(err, "stderr", None) or err
+            if fail:
+                raise WorkflowError(f"{cmd[0]} failed, {consequence}: {detail}") from err
+            # Once per WARN_EVERY_S per command: a down slurmdbd fails every status check.
+            if time.time() - self._warned.get(cmd[0], -WARN_EVERY_S) >= WARN_EVERY_S:
+                self._warned[cmd[0]] = time.time()
+                self.logger.warning(f"{cmd[0]} failed, {consequence}: {detail}")
+            return ""
 
     def _forget(self, info: SubmittedJobInfo) -> None:
         with self._mine_lock:
             self._mine.pop(info.external_jobid, None)
+            self._ended.add(info.external_jobid)
 
     # ---- cancel -----------------------------------------------------------------------------
 
@@ -253,15 +301,34 @@ class Executor(RemoteExecutor):
         if not ids:
             return
         self.logger.info(f"Cancelling SLURM jobs {' '.join(ids)}: {why}")
-        try:
-            subprocess.run(["scancel", *ids], check=False, timeout=SQUEUE_TIMEOUT_S)
-        except (subprocess.SubprocessError, OSError) as err:
-            self.logger.error(f"scancel {' '.join(ids)} failed: {err}")
+        self._scancel(ids)
         with self._mine_lock:
             for jobid in ids:
                 self._mine.pop(jobid, None)
+                self._ended.add(jobid)
+
+    def _scancel(self, ids: list[str]) -> None:
+        try:
+            subprocess.run(["scancel", *ids], check=False, timeout=SLURM_TIMEOUT_S)
+        except (subprocess.SubprocessError, OSError) as err:
+            self.logger.error(f"scancel {' '.join(ids)} failed: {err}")
 
     def shutdown(self) -> None:
         super().shutdown()
         # Normal ends leave nothing here; an abnormal end must not leave unmanaged jobs.
         self._cancel_all("Snakemake is shutting down with jobs still on the cluster")
+
+
+def _result(paths: JobPaths) -> str | None:
+    """"ok", the step's error, or None while there is no complete submitit result file."""
+    try:
+        with open(paths.result_pickle, "rb") as f:
+            outcome, payload = pickle.load(f)
+    except FileNotFoundError:
+        return None
+    except Exception:  # still being written (submitit renames it into place, but be safe)
+        return None
+    if outcome == "success":
+        return "ok"
+    lines = str(payload).strip().splitlines() or ["(no message)"]
+    return f"the step failed: {lines[-1]}"

@@ -3,11 +3,23 @@
 submitit pickles a ``ShellJob`` and calls it on the node. The command (``python -m snakemake
 --target-jobs ... --mode remote``) runs in its own session with SIGUSR2 ignored, so only a
 process that installs its own handler reacts to it: the cdrl trainer, which saves a checkpoint
-and exits. When SLURM signals the job (time limit near, or preemption), submitit calls
-``checkpoint``: it forwards SIGUSR2 to the command's process group, waits for every process of
-the group to exit (so the checkpoint is on disk before SLURM requeues the job), and returns the
-same job for requeueing. On restart the command runs again and training resumes from
-``latest.json``.
+and exits. Two ways a running job is stopped to run again later:
+
+- USR2 (``--signal=USR2@<delay>`` before the time limit, or a preemption on clusters with
+  ``preempt_send_user_signal``): submitit calls ``checkpoint``, which forwards SIGUSR2 to the
+  command's process group, waits for every process of the group to exit (so the checkpoint is on
+  disk before the job is requeued) and returns the same job; submitit requeues it
+  (``scontrol requeue``).
+- SIGTERM: SLURM's own preemption (PreemptMode=REQUEUE), ``scontrol requeue`` and ``scancel``
+  send SIGCONT and SIGTERM to every process of the job, and SIGKILL ``KillWait`` (or the
+  partition's GraceTime) later. The trainer checkpoints and exits on SIGTERM by itself; the
+  wrapper forwards SIGUSR2 as well (for steps the SIGTERM did not reach), waits for the group,
+  and then exits without a submitit result, as submitit's own preemption exit does. SLURM has
+  already put a preempted or requeued job back in the queue (every job is submitted with
+  ``--requeue``); a cancelled one ends CANCELLED. A result file would have made the plugin
+  report a failure (or a success) for a job that is about to run again.
+
+On restart the command runs again and training resumes from ``latest.json``.
 """
 
 from __future__ import annotations
@@ -73,27 +85,58 @@ class ShellJob:
         self.grace_s = grace_s            # how long a checkpoint may take before SIGKILL
         self.label = label                # the Snakemake job, for the log
         self._proc: subprocess.Popen | None = None
+        self._terminated = False          # SIGTERM seen while the command ran
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_proc"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_terminated")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._proc = None
+        self._terminated = False
 
     def __call__(self) -> int:
         restart = os.environ.get("SLURM_RESTART_COUNT", "0")
         print(f"[submitit-plugin] {self.label}: start (SLURM restart count {restart}) in "
               f"{self.cwd}\n{self.command}", flush=True)
+        self._terminated = False
         self._proc = subprocess.Popen(["/bin/bash", "-c", self.command], cwd=self.cwd,
                                       start_new_session=True, preexec_fn=_ignore_usr2)
-        # Poll rather than wait(): submitit's signal handler runs between two polls.
-        while (rc := self._proc.poll()) is None:
-            time.sleep(0.5)
+        # Replaces submitit's handler, which only logs SIGTERM; restored on the way out.
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            # Poll rather than wait(): submitit's signal handler runs between two polls.
+            while (rc := self._proc.poll()) is None:
+                time.sleep(0.5)
+            if self._terminated and rc != 0:
+                self._exit_for_requeue(rc)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if rc != 0:
             raise CommandFailed(f"{self.label}: command exited with status {rc}; see the rule's "
                                 "log file and this job's submitit log")
         return rc
+
+    def _on_sigterm(self, signum, _frame) -> None:
+        """Only note it and pass the checkpoint request on: the step may take a while to exit,
+        and a handler must not block (submitit's USR2 handler may be running underneath)."""
+        first = not self._terminated
+        self._terminated = True
+        if first:
+            print(f"[submitit-plugin] {self.label}: SIGTERM (preemption, requeue or "
+                  "cancellation); forwarding SIGUSR2 so the step checkpoints", flush=True)
+        if self._proc is not None and self._proc.poll() is None:
+            _signal_group(self._proc.pid, signal.SIGUSR2)
+
+    def _exit_for_requeue(self, rc: int) -> None:
+        """After SIGTERM: let the step's last process finish its checkpoint, then leave with no
+        submitit result (SystemExit is no Exception to submitit), like submitit does itself."""
+        if not _wait_group(self._proc.pid, self.grace_s):
+            print("[submitit-plugin] step still running; SLURM will kill it", file=sys.stderr,
+                  flush=True)
+        raise SystemExit(f"[submitit-plugin] {self.label}: step stopped by SIGTERM (status "
+                         f"{rc}); exiting without a result: SLURM requeues the job if it was "
+                         "preempted or requeued, and the step resumes from its checkpoint")
 
     def checkpoint(self, *args, **kwargs) -> DelayedSubmission:
         """Ask the running step to checkpoint, wait for it, and resubmit the same job."""

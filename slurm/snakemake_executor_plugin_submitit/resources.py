@@ -8,30 +8,60 @@ Standard resources of a rule, as in the Snakemake SLURM executor's conventions:
     mem_mb: MB        memory of the job (--mem)
     cpus_per_task: N  CPUs (else the rule's threads)
     slurm_partition, slurm_account, slurm_qos, constraint: per-rule overrides of the profile
+    slurm_extra: "--opt=value --flag"   more sbatch options, after the profile's
+                                        submitit-sbatch-extra (``parse_sbatch_extra``)
 
-One SLURM task per job: a multi-GPU rule starts its N DDP processes itself (cdrl.distributed).
+One SLURM task per job: a multi-GPU rule starts its N DDP processes itself (cdrl.train.distributed).
+Every job is submitted with ``--requeue``: preemption (PreemptMode=REQUEUE), ``scontrol requeue``
+(submitit's, at a time limit) and node failures put it back in the queue even on clusters whose
+JobRequeue is 0, and the step resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["job_key", "job_name", "submitit_parameters"]
+__all__ = ["parse_sbatch_extra", "submitit_parameters", "RESERVED"]
+
+# sbatch options the plugin sets itself (from resources and settings) or depends on: not allowed
+# in sbatch-extra. An abbreviation sbatch would expand to one of them is refused as well.
+RESERVED = frozenset({
+    "account", "array", "chdir", "constraint", "cpus-per-gpu", "cpus-per-task", "error",
+    "export", "gpus", "gpus-per-node", "gpus-per-socket", "gpus-per-task", "gres", "job-name",
+    "mem", "mem-per-cpu", "mem-per-gpu", "nodes", "no-requeue", "ntasks", "ntasks-per-core",
+    "ntasks-per-gpu", "ntasks-per-node", "open-mode", "output", "parsable", "partition", "qos",
+    "requeue", "signal", "test-only", "time", "wait", "wrap"})
 
 
-def job_key(workdir: str, outputs: Iterable[str]) -> str:
-    """A stable name for "the job that makes these outputs in this directory"."""
-    text = os.path.realpath(workdir) + "\0" + "\0".join(sorted(str(o) for o in outputs))
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+def parse_sbatch_extra(text: str | None, where: str) -> dict[str, Any]:
+    """Extra sbatch options -> submitit's ``slurm_additional_parameters``.
 
-
-def job_name(prefix: str, rule: str, key: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", rule)
-    return f"{prefix}{safe}-{key}"
+    ``text`` is split like a shell would (quotes group words): ``--opt=value``, ``--opt value``
+    and ``--flag`` (no value) become ``{"opt": "value", "flag": True}``. Short options, stray
+    words and the options in ``RESERVED`` raise ValueError naming ``where``.
+    """
+    try:
+        words = shlex.split(text or "")
+    except ValueError as err:
+        raise ValueError(f"{where}: cannot split {text!r}: {err}") from err
+    options: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--") or word == "--":
+            raise ValueError(f"{where}: {word!r} in {text!r}: give long sbatch options, "
+                             "--name=value or --flag")
+        name, eq, value = word[2:].partition("=")
+        if not eq and i + 1 < len(words) and not words[i + 1].startswith("-"):
+            value, i = words[i + 1], i + 1
+        if not name or any(r.startswith(name) for r in RESERVED):
+            raise ValueError(f"{where}: --{name} is set by the plugin (from the job's "
+                             "resources and the submitit-* options), not through sbatch-extra")
+        options[name] = value if (eq or value) else True
+        i += 1
+    return options
 
 
 def _int(resources: Mapping[str, Any], name: str, default: int | None = None) -> int | None:
@@ -51,7 +81,8 @@ def submitit_parameters(resources: Mapping[str, Any], threads: int, name: str,
     """``AutoExecutor.update_parameters`` keywords for one job.
 
     ``settings`` carries the profile's defaults: cpu_partition, gpu_partition, account, qos,
-    gpu_model, constraint, default_runtime, signal_delay_s, setup.
+    gpu_model, constraint, default_runtime, signal_delay_s, setup, sbatch_extra. Raises
+    ValueError for unusable extra sbatch options.
     """
     gpus = _int(resources, "gpu", 0) or 0
     model = _str(resources, "gpu_model", settings.gpu_model)
@@ -83,4 +114,7 @@ def submitit_parameters(resources: Mapping[str, Any], threads: int, name: str,
     params.update({k: v for k, v in optional.items() if v})
     if settings.setup:
         params["slurm_setup"] = [line for line in settings.setup.split(";") if line.strip()]
+    extra = {**parse_sbatch_extra(settings.sbatch_extra, "submitit-sbatch-extra"),
+             **parse_sbatch_extra(_str(resources, "slurm_extra"), f"slurm_extra of {name}")}
+    params["slurm_additional_parameters"] = {"requeue": True, **extra}
     return params
