@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from cdrl.eval.inception_weights import sha256_file, sidecar_path
+from cdrl.eval.small_cnn import SmallCNNExtractor, register_once
 from cdrl.io import atomic_torch_save, atomic_write_text
 
 __all__ = ["DigitsCNN", "DigitsFeatureExtractor", "EXTRACTOR_NAME", "digits_uint8",
@@ -135,52 +135,23 @@ def ensure_digits_weights(path: Path, seed: int = 0) -> dict:
     return info
 
 
-class DigitsFeatureExtractor(FeatureExtractorBase):
+class DigitsFeatureExtractor(SmallCNNExtractor):
     """torch-fidelity wrapper: uint8 ``[B, 3, H, W]`` -> (``digits-64``, ``digits-logits``)."""
 
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        if feature_extractor_weights_path is None or not Path(
-                feature_extractor_weights_path).is_file():
-            # Never train inside torch-fidelity: weights must be made explicitly, then reused.
-            raise FileNotFoundError(
-                f"digits CNN weights not found at {feature_extractor_weights_path}; create them "
-                "with cdrl.eval.digits_features.ensure_digits_weights(path)")
-        self.net = DigitsCNN()
-        state = torch.load(feature_extractor_weights_path, weights_only=True, map_location="cpu")
-        self.net.load_state_dict(state)
-        self.requires_grad_(False)
-        self.eval()
+    FEATURES = FEATURES
+    SIZE = SIZE
+    WEIGHTS_HINT = "create them with cdrl.eval.digits_features.ensure_digits_weights(path)"
 
-    def forward(self, x):
-        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4):
-            raise ValueError(f"expected uint8 [B, C, H, W] images, got {getattr(x, 'shape', x)}")
-        feat, logits = self.net(to_grey16(x))
-        out = {"digits-64": feat, "digits-logits": logits}
-        return tuple(out[name] for name in self.features_list)
+    @classmethod
+    def load_net(cls, path):
+        net = DigitsCNN()
+        net.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+        return net
 
     @staticmethod
-    def get_provided_features_list():
-        return FEATURES
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"fid": "digits-64", "kid": "digits-64", "prc": "digits-64",
-                "isc": "digits-logits"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False  # compiling costs far more than this network's whole run
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8)
-
+    def preprocess(x):
+        return to_grey16(x)
 
 def register_digits_extractor() -> str:
     """Register ``digits-cnn`` with torch-fidelity once per process."""
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
-
-    if EXTRACTOR_NAME not in FEATURE_EXTRACTORS_REGISTRY:
-        register_feature_extractor(EXTRACTOR_NAME, DigitsFeatureExtractor)
-    return EXTRACTOR_NAME
+    return register_once(EXTRACTOR_NAME, DigitsFeatureExtractor)

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from cdrl.data.images import content_hash, load_image_dataset
 from cdrl.eval.inception_weights import sha256_file, sidecar_path
+from cdrl.eval.small_cnn import SmallCNNExtractor, register_once
 from cdrl.io import atomic_torch_save, atomic_write_text
 
 __all__ = ["EXTRACTOR_NAME", "DEFAULT_WEIGHTS", "MnistCNN", "MnistFeatureExtractor",
@@ -174,52 +174,24 @@ def load_mnist_cnn(path: Path) -> MnistCNN:
     return net.eval().requires_grad_(False)
 
 
-class MnistFeatureExtractor(FeatureExtractorBase):
+class MnistFeatureExtractor(SmallCNNExtractor):
     """torch-fidelity wrapper: uint8 ``[B, 3, H, W]`` -> (``mnist-128``, ``mnist-logits``)."""
 
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        if feature_extractor_weights_path is None or not Path(
-                feature_extractor_weights_path).is_file():
-            # Never train inside torch-fidelity: weights must be made explicitly, then reused.
-            raise FileNotFoundError(
-                f"MNIST CNN weights not found at {feature_extractor_weights_path}; create them "
-                "with cdrl.eval.mnist_features.ensure_mnist_weights(path)")
-        self.net = load_mnist_cnn(feature_extractor_weights_path)
-        self.eval()
+    FEATURES = FEATURES
+    SIZE = SIZE
+    WEIGHTS_HINT = "create them with cdrl.eval.mnist_features.ensure_mnist_weights(path)"
 
-    def forward(self, x):
-        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4):
-            raise ValueError(f"expected uint8 [B, C, H, W] images, got {getattr(x, 'shape', x)}")
-        feat, logits = self.net(to_grey32(x))
-        out = {"mnist-128": feat, "mnist-logits": logits}
-        return tuple(out[name] for name in self.features_list)
+    @classmethod
+    def load_net(cls, path):
+        return load_mnist_cnn(path)
 
     @staticmethod
-    def get_provided_features_list():
-        return FEATURES
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"fid": "mnist-128", "kid": "mnist-128", "prc": "mnist-128",
-                "isc": "mnist-logits"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8)
-
+    def preprocess(x):
+        return to_grey32(x)
 
 def register_mnist_extractor() -> str:
     """Register ``mnist-cnn`` with torch-fidelity once per process."""
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
-
-    if EXTRACTOR_NAME not in FEATURE_EXTRACTORS_REGISTRY:
-        register_feature_extractor(EXTRACTOR_NAME, MnistFeatureExtractor)
-    return EXTRACTOR_NAME
+    return register_once(EXTRACTOR_NAME, MnistFeatureExtractor)
 
 
 def predict_labels(path: Path, x_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
