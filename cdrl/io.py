@@ -5,13 +5,14 @@ another step reads goes through here.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "sha256_file"]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -51,3 +52,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_torch_save(obj, path: Path) -> None:
     _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (staged data and weights are checked by it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

