@@ -9,6 +9,7 @@ that waits on the cluster runs under a timeout, so a hang fails the test instead
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -127,6 +128,76 @@ def _iterations_for(seconds: float, tmp_path: Path, tiny_config_dict, floor: int
     return max(floor, min(20_000, int(seconds / sec_per_iter)))
 
 
+class _PreemptibleRun:
+    """A calibrated training job under Snakemake on the cluster, beside the same training run
+    uninterrupted (the reference); ``finish`` waits for both."""
+
+    def __init__(self, tmp_path: Path, tiny_config_dict, name: str, seconds: float, floor: int,
+                 partition: str | None) -> None:
+        self.name, self.ref_dir = name, tmp_path / "ref"
+        self.iters = _iterations_for(seconds, tmp_path, tiny_config_dict, floor=floor)
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump(tiny_config_dict(threads=1, train={
+            "iterations": self.iters, "batch_size": 256, "langevin_steps": 15,
+            "ckpt_every": 25, "log_every": 25})))
+        where = f', slurm_partition="{partition}"' if partition else ""
+        self.work = _workflow(tmp_path / "wf", f"""
+rule train:
+    output: "runs/{name}/final.json"
+    resources: runtime=30, mem_mb=1000, cpus_per_task=1{where}
+    shell: "python -m cdrl train --config {cfg} --run-dir runs/{name} --no-progress"
+""")
+        self.ref = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
+                                     "--run-dir", str(self.ref_dir), "--no-progress"],
+                                    env=_env(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        self.smk = subprocess.Popen(
+            _snakemake_cmd(self.work, "-s", str(self.work / "Snakefile"), "--configfile",
+                           str(self.work / "none.yaml"), "--submitit-max-requeue", "0",
+                           "--submitit-jobname-prefix", f"{TAG}{name}-"),
+            env=_env(), cwd=self.work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)
+
+    def finish(self) -> str:
+        """Snakemake's output once it and the reference ended, both successfully."""
+        out, _ = self.smk.communicate(timeout=600)
+        assert self.smk.returncode == 0, out[-4000:]
+        assert self.ref.wait(timeout=300) == 0
+        return out
+
+    def kill(self) -> None:
+        if self.smk.poll() is None:
+            os.killpg(self.smk.pid, signal.SIGKILL)
+        if self.ref.poll() is None:
+            self.ref.kill()
+
+    def assert_resumed_like_reference(self) -> None:
+        got = load_latest(self.work / "runs" / self.name, map_location="cpu")
+        want = load_latest(self.ref_dir, map_location="cpu")
+        assert got["iteration"] == want["iteration"] == self.iters
+        assert not _state_equal(want["method"], got["method"])
+
+
+@contextlib.contextmanager
+def _preemptible_training(tmp_path, tiny_config_dict, name, seconds, floor, partition=None):
+    run = _PreemptibleRun(tmp_path, tiny_config_dict, name, seconds, floor, partition)
+    try:
+        yield run
+    finally:
+        run.kill()
+
+
+def _attempts(jobid: str) -> list[str]:
+    """The states of every attempt of a job, oldest first."""
+    return _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"],
+                timeout=30).stdout.split()
+
+
+def _job_logs(work: Path, jobid: str) -> str:
+    logs = work / "logs/submitit" / jobid
+    return (logs / f"{jobid}_0_log.out").read_text() + (logs / f"{jobid}_0_log.err").read_text()
+
+
 def _long_config(tmp_path: Path, tiny_config_dict, iters: int) -> Path:
     cfg = tiny_config_dict(threads=1, train={
         "iterations": iters, "batch_size": 256, "langevin_steps": 15,
@@ -178,12 +249,10 @@ rule train:
         if ref.poll() is None:
             ref.kill()
     jobid = re.search(r"submitted as SLURM job (\d+)", proc.stderr).group(1)
-    attempts = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"],
-                    timeout=30).stdout.split()
+    attempts = _attempts(jobid)
     assert "REQUEUED" in attempts and attempts[-1] == "COMPLETED", attempts
     # Every attempt's log is kept: the signal, the checkpoint request and the requeue.
-    logs = work / "logs/submitit" / jobid
-    text = (logs / f"{jobid}_0_log.out").read_text() + (logs / f"{jobid}_0_log.err").read_text()
+    text = _job_logs(work, jobid)
     for expected in ("this job is timed-out", "forwarding SIGUSR2", "Requeued job",
                      "SLURM restart count 1", "Job completed successfully"):
         assert expected in text, f"{expected!r} not in the job's logs:\n{text[-3000:]}"
@@ -199,48 +268,16 @@ def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, tiny_
     """USR2 long before the time limit is a preemption for submitit: checkpoint, requeue
     (not counted against max-requeue), resume, same result."""
     # About a minute of work, so the preemption signal arrives while it trains.
-    iters = _iterations_for(60.0, tmp_path, tiny_config_dict, floor=300)
-    cfg = tmp_path / "pre.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config_dict(threads=1, train={
-        "iterations": iters, "batch_size": 256, "langevin_steps": 15, "ckpt_every": 25,
-        "log_every": 25})))
-    work = _workflow(tmp_path / "wf", f"""
-rule train:
-    output: "runs/pre/final.json"
-    resources: runtime=30, mem_mb=1000, cpus_per_task=1
-    shell: "python -m cdrl train --config {cfg} --run-dir runs/pre --no-progress"
-""")
-    ref = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
-                            "--run-dir", str(tmp_path / "ref"), "--no-progress"],
-                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    smk = subprocess.Popen(_snakemake_cmd(work, "-s", str(work / "Snakefile"), "--configfile",
-                                          str(work / "none.yaml"), "--submitit-max-requeue",
-                                          "0", "--submitit-jobname-prefix", TAG + "pre-"),
-                           env=_env(), cwd=work, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        latest = work / "runs/pre/latest.json"
-        _wait("a first checkpoint", latest.exists, 240, every=0.5)
+    with _preemptible_training(tmp_path, tiny_config_dict, "pre", 60.0, floor=300) as run:
+        _wait("a first checkpoint", (run.work / "runs/pre/latest.json").exists, 240, every=0.5)
         (jobid,) = _squeue(TAG + "pre-")
         assert _run(["scancel", "--signal=USR2", jobid], timeout=30).returncode == 0
-        out, _ = smk.communicate(timeout=600)
-        assert smk.returncode == 0, out[-4000:]
-        assert ref.wait(timeout=300) == 0
-    finally:
-        if smk.poll() is None:
-            os.killpg(smk.pid, signal.SIGKILL)
-        if ref.poll() is None:
-            ref.kill()
-    attempts = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"],
-                    timeout=30).stdout.split()
+        run.finish()
+    attempts = _attempts(jobid)
     assert attempts[0] == "REQUEUED" and attempts[-1] == "COMPLETED", attempts
-    logs = work / "logs/submitit" / jobid
-    text = (logs / f"{jobid}_0_log.out").read_text() + (logs / f"{jobid}_0_log.err").read_text()
+    text = _job_logs(run.work, jobid)
     assert "this job is preempted" in text and "Requeued job" in text, text[-3000:]
-    got = load_latest(work / "runs/pre", map_location="cpu")
-    want = load_latest(tmp_path / "ref", map_location="cpu")
-    assert got["iteration"] == want["iteration"] == iters
-    assert not _state_equal(want["method"], got["method"])
+    run.assert_resumed_like_reference()
 
 
 def _node_cpus() -> int:
@@ -261,60 +298,29 @@ def test_sigterm_preemption_requeues_and_resumes(cluster, tmp_path, tiny_config_
     cpus = _node_cpus()
     # About 25 s of work: the preemption (a few seconds after the first checkpoint) lands
     # while it trains, and the requeued attempt has most of it left.
-    iters = _iterations_for(25.0, tmp_path, tiny_config_dict, floor=150)
-    cfg = tmp_path / "term.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config_dict(threads=1, train={
-        "iterations": iters, "batch_size": 256, "langevin_steps": 15, "ckpt_every": 25,
-        "log_every": 25})))
-    work = _workflow(tmp_path / "wf", f"""
-rule train:
-    output: "runs/term/final.json"
-    resources: runtime=30, mem_mb=1000, cpus_per_task=1, slurm_partition="preemptible"
-    shell: "python -m cdrl train --config {cfg} --run-dir runs/term --no-progress"
-""")
-    ref = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
-                            "--run-dir", str(tmp_path / "ref"), "--no-progress"],
-                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    smk = subprocess.Popen(_snakemake_cmd(work, "-s", str(work / "Snakefile"), "--configfile",
-                                          str(work / "none.yaml"), "--submitit-max-requeue",
-                                          "0", "--submitit-jobname-prefix", TAG + "term-"),
-                           env=_env(), cwd=work, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        _wait("a first checkpoint", (work / "runs/term/latest.json").exists, 240, every=0.5)
+    with _preemptible_training(tmp_path, tiny_config_dict, "term", 25.0, floor=150,
+                               partition="preemptible") as run:
+        _wait("a first checkpoint", (run.work / "runs/term/latest.json").exists, 240,
+              every=0.5)
         (jobid,) = _squeue(TAG + "term-")
         urgent = _run(["sbatch", "--parsable", "-p", "urgent", "-c", str(cpus),
                        "--mem=100", "-J", TAG + "urgent", "-o", "/dev/null", "--wrap", "sleep 2"],
                       timeout=30)
         assert urgent.returncode == 0, urgent.stderr
-        _wait("the preemption", lambda: "PREEMPTED" in _run(
-            ["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"], timeout=30).stdout,
-            120)
+        _wait("the preemption", lambda: "PREEMPTED" in _attempts(jobid), 120)
         _wait("the urgent job to end", lambda: not _squeue(TAG + "urgent"), 120)
         # A requeued job is held for AuthInfo's cred_expire (30 s here); release it.
         _run(["scontrol", "update", f"JobId={jobid}", "StartTime=now"], timeout=30)
-        out, _ = smk.communicate(timeout=600)
-        assert smk.returncode == 0, out[-4000:]
-        assert ref.wait(timeout=300) == 0
-    finally:
-        if smk.poll() is None:
-            os.killpg(smk.pid, signal.SIGKILL)
-        if ref.poll() is None:
-            ref.kill()
-    attempts = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{jobid}"],
-                    timeout=30).stdout.split()
+        out = run.finish()
+    attempts = _attempts(jobid)
     assert attempts[0] == "PREEMPTED" and attempts[-1] == "COMPLETED", attempts
     assert "submitted as SLURM job" in out and "Error" not in out, out[-4000:]
-    logs = work / "logs/submitit" / jobid
-    text = (logs / f"{jobid}_0_log.out").read_text() + (logs / f"{jobid}_0_log.err").read_text()
+    text = _job_logs(run.work, jobid)
     for expected in ("DUE TO PREEMPTION", "SIGTERM (preemption", "exiting without a result",
                      "SLURM restart count 1", "Job completed successfully"):
         assert expected in text, f"{expected!r} not in the job's logs:\n{text[-3000:]}"
     assert "this job is preempted" not in text  # no USR2: this was SIGTERM alone
-    got = load_latest(work / "runs/term", map_location="cpu")
-    want = load_latest(tmp_path / "ref", map_location="cpu")
-    assert got["iteration"] == want["iteration"] == iters
-    assert not _state_equal(want["method"], got["method"])
+    run.assert_resumed_like_reference()
 
 
 # ---- (c) Ctrl-C cancels; a re-run attaches instead of submitting twice ---------------------------
