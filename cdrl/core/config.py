@@ -118,6 +118,7 @@ class TrainConfig:
     log_every: int = 100                # iterations per stats.jsonl line
     ckpt_every: int = 5000              # iterations per checkpoint
     keep_checkpoints: int = 2           # older checkpoints are deleted
+    snapshot_every: int = 0             # > 0: keep snapshots/iter-<i>.pt (learning curves)
     max_abs_energy: float = 1e8         # divergence guard threshold on |F|
     cond_drop_prob: float = 0.1         # conditional runs: P(label -> null label 0) (spec 6.1)
 
@@ -230,7 +231,8 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"{key}: must be >= 1, got {val}")
     for key, val in {"train.langevin_steps": cfg.train.langevin_steps,
                      "sample.langevin_steps": cfg.sample.langevin_steps,
-                     "train.iterations": cfg.train.iterations}.items():
+                     "train.iterations": cfg.train.iterations,
+                     "train.snapshot_every": cfg.train.snapshot_every}.items():
         if val < 0:
             raise ConfigError(f"{key}: must be >= 0, got {val}")
     if not 0.0 <= cfg.train.cond_drop_prob <= 1.0:

@@ -140,7 +140,7 @@ def read_claims(preset: dict) -> list[dict]:
 
 METRICS = {"fid": "FID", "kid_mean": "KID", "isc_mean": "IS", "class_accuracy": "class accuracy",
            "psnr": "PSNR (dB)", "mse": "MSE"}
-EXTRACTORS = {"inception": "Inception", "digits": "digits CNN"}
+EXTRACTORS = {"inception": "Inception", "digits": "digits CNN", "mnist": "MNIST CNN"}
 
 
 def _label(preset: dict, run: str) -> str:

@@ -43,7 +43,7 @@ __all__ = ["Published", "main_table", "ablation_table", "steps_table", "cost_tab
 # Metric JSON key -> (display name, published metric name or None).
 METRIC_NAMES = {"fid": ("FID", "fid"), "kid_mean": ("KID", None), "isc_mean": ("IS", "is"),
                 "precision": ("precision", None), "recall": ("recall", None)}
-EXTRACTOR_NAMES = {"inception": "Inception", "digits": "digits CNN"}
+EXTRACTOR_NAMES = {"inception": "Inception", "digits": "digits CNN", "mnist": "MNIST CNN"}
 
 
 NO_ABLATION_NUMBERS = "none: the paper's ablation numbers were not found"

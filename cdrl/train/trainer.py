@@ -8,6 +8,8 @@ Run directory layout::
     stats.jsonl          one line per ``train.log_every`` iterations (per-level losses, energies,
                          gradient norms, seconds per iteration, peak memory, learning rates)
     checkpoints/         ckpt-<iteration>.pt, full state, written atomically
+    snapshots/           iter-<iteration>.pt every ``train.snapshot_every`` iterations, never
+                         deleted (learning curves sample from them)
     latest.json          pointer to the newest checkpoint; running the same command resumes there
     final.json           written when the requested number of iterations is reached
     DIVERGED.json        written when the divergence guard stops the run
@@ -34,7 +36,7 @@ from cdrl.core.guidance import training_labels
 from cdrl.core.optim import DivergenceError
 from cdrl.data import ToyData
 from cdrl.data.images import make_data
-from cdrl.io import atomic_write_text
+from cdrl.io import atomic_torch_save, atomic_write_text
 from cdrl.train.checkpoint import load_latest, save_checkpoint
 from cdrl.train.registry import build_method
 
@@ -95,7 +97,8 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
     if not path.is_file():
         return
     old = yaml.safe_load(path.read_text())
-    diffs = sorted(_diff(old, resolved) - {"train.iterations"})
+    # Snapshots are read-only copies of the weights: asking for them later changes no result.
+    diffs = sorted(_diff(old, resolved) - {"train.iterations", "train.snapshot_every"})
     if diffs:
         raise RunStateError(f"{run_dir} was started with a different config (keys: "
                             f"{', '.join(diffs)}); use a new --run-dir or restore the config")
@@ -168,15 +171,24 @@ def _truncate_stats(path: Path, start: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def load_run(run_dir: Path, device: str | None = None):
-    """Rebuild the method of a run directory from its config and newest checkpoint."""
+def load_run(run_dir: Path, device: str | None = None, snapshot: int | None = None):
+    """Rebuild the method of a run directory from its config and newest checkpoint, or from its
+    snapshot of iteration ``snapshot`` (``train.snapshot_every``)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise RunStateError(f"{run_dir} has no config.yaml; train it first with `cdrl train`")
     cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()))
     dev = select_device(device or cfg.device)
-    state = load_latest(run_dir, map_location=dev)
+    if snapshot is not None:
+        path = snapshot_path(run_dir, snapshot)
+        if not path.is_file():
+            have = sorted(p.name for p in path.parent.glob("iter-*.pt"))
+            raise RunStateError(f"{path} does not exist (snapshots here: {', '.join(have) or 'none'}"
+                                "); set train.snapshot_every so that it divides the iteration")
+        state = torch.load(path, map_location=dev, weights_only=True)
+    else:
+        state = load_latest(run_dir, map_location=dev)
     if state is None:
         raise RunStateError(f"{run_dir} has no checkpoint yet (latest.json is missing)")
     method = build_method(cfg, tuple(state["data_shape"]), dev)
@@ -270,6 +282,25 @@ def _checkpoint(cfg, method, run_dir, it, data_shape) -> Path:
     return save_checkpoint(run_dir, it, state, keep=cfg.train.keep_checkpoints)
 
 
+SNAPSHOT_DIR = "snapshots"
+
+
+def snapshot_path(run_dir: Path, iteration: int) -> Path:
+    """Where ``train.snapshot_every`` keeps the weights of ``iteration``."""
+    return Path(run_dir) / SNAPSHOT_DIR / f"iter-{iteration:08d}.pt"
+
+
+def _snapshot(cfg, method, run_dir, it, data_shape) -> Path:
+    """The weights at iteration ``it``, kept for good (checkpoints rotate): learning curves
+    sample from them after training (``cdrl sample --snapshot``). No RNG state: they are not
+    for resuming."""
+    state = {"iteration": it, "method": method.state_dict(), "config": config_to_dict(cfg),
+             "data_shape": list(data_shape)}
+    path = snapshot_path(run_dir, it)
+    atomic_torch_save(state, path)
+    return path
+
+
 def _run_name(run_dir: Path) -> str:
     """``<run>/seed<s>`` for the workflow's run directories, else the folder's name."""
     return f"{run_dir.parent.name}/{run_dir.name}" if run_dir.name.startswith("seed") else run_dir.name
@@ -332,6 +363,8 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress, shard) -> 
                         print(_progress_line(run_dir, line, total), file=sys.stderr, flush=True)
             if shard.main and (it % tc.ckpt_every == 0 or it == total):
                 _checkpoint(cfg, method, run_dir, it, data.shape)
+            if shard.main and tc.snapshot_every and it % tc.snapshot_every == 0:
+                _snapshot(cfg, method, run_dir, it, data.shape)
         if it < total:  # stopped by a signal
             if shard.main:
                 _checkpoint(cfg, method, run_dir, it, data.shape)

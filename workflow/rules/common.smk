@@ -47,6 +47,7 @@ TOY_RUNS = config.get("toy", {}).get("runs", [])
 TABLES = config["tables"]
 DOWNSTREAM = config.get("downstream", {})
 SPEED = config.get("speed", {})
+CURVES = config.get("curves", {})
 
 
 def _resolve_all():
@@ -87,9 +88,9 @@ wildcard_constraints:
     seed=r"\d+",
     steps=r"\d+",
     num=r"\d+",
-    extractor="inception|digits",
+    extractor="inception|digits|mnist",
     w=r"\d+(\.\d+)?",
-    sample=r"k\d+|guided-w\d+(\.\d+)?",
+    sample=r"k\d+|guided-w\d+(\.\d+)?|it\d+",
     case=r"[A-Za-z0-9_]+",
     dataset=r"[A-Za-z0-9_]+",
 
@@ -170,6 +171,31 @@ def steps_metric_files():
     )
 
 
+def snapshot_iterations(run):
+    """The iterations at which ``run`` keeps snapshots (train.snapshot_every), for its curve."""
+    res = RESOLVED[(run, run_seeds(config, run)[0])]["train"]
+    every = res["snapshot_every"]
+    if every < 1:
+        raise ValueError(
+            f"curves: run {run!r} keeps no snapshots; add train.snapshot_every: N to its set:"
+        )
+    return list(range(every, res["iterations"] + 1, every))
+
+
+def curve_metric_files():
+    """Metric JSONs of every snapshot of the curves: runs (all seeds, the run's extractors)."""
+    if not CURVES:
+        return []
+    n = CURVES["num_samples"]
+    return [
+        f"results/metrics/{run}/seed{s}/it{it}-n{n}-{ex}.json"
+        for run in CURVES["runs"]
+        for s in run_seeds(config, run)
+        for it in snapshot_iterations(run)
+        for ex in eval_spec(run)["metrics"]
+    ]
+
+
 def train_outputs(runs):
     return [
         f"results/runs/{r}/seed{s}/final.json" for r, s in run_instances(config, runs)
@@ -210,6 +236,9 @@ def figure_targets():
     )
     if "guidance" in DOWNSTREAM:
         figs += ["results/figures/guidance.png", "results/figures/guidance.pdf"]
+    if CURVES:
+        figs += expand("results/figures/learning_curves.{ext}", ext=["png", "pdf"])
+        figs += expand("results/tables/learning_curves.{ext}", ext=["csv", "md"])
     for kind in ("compose", "inpaint"):
         figs += [
             f.replace("results/downstream", "results/figures").replace(".json", ".png")
@@ -247,6 +276,15 @@ def preset_json():
         "evaluation": config["evaluation"],
         "toy": config.get("toy", {}),
     }
+
+
+def reference_for(dataset, extractor):
+    """The reference images of ``dataset`` for ``extractor``: headline_reference for an extractor
+    that only the headline runs use, else reference."""
+    spec = config["evaluation"][dataset]
+    if extractor not in spec["metrics"] and "headline_reference" in spec:
+        return spec["headline_reference"]
+    return spec["reference"]
 
 
 def reference_stats_file(wildcards):

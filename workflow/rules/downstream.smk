@@ -40,9 +40,11 @@ rule class_accuracy:
     resources:
         runtime=config["sample_resources"]["runtime"],
         mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        classifier=DOWNSTREAM.get("guidance", {}).get("classifier", "digits-cnn"),
     shell:
         "OMP_NUM_THREADS={threads} python -m cdrl class-accuracy --samples {input:q} "
-        "--out {output:q} > {log:q} 2>&1"
+        "--classifier {params.classifier} --out {output:q} > {log:q} 2>&1"
 
 
 rule compose:

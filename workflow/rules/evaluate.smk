@@ -17,7 +17,7 @@ rule reference_stats:
         runtime=config["sample_resources"]["runtime"],
         mem_mb=config["sample_resources"]["mem_mb"],
     params:
-        reference=lambda wc: config["evaluation"][wc.dataset]["reference"],
+        reference=lambda wc: reference_for(wc.dataset, wc.extractor),
         cache_root=config["fidelity_cache"],
         weights=weights_arg,
         cuda=cuda_flag,
@@ -43,7 +43,7 @@ rule evaluate:
         runtime=config["sample_resources"]["runtime"],
         mem_mb=config["sample_resources"]["mem_mb"],
     params:
-        reference=lambda wc: eval_spec(wc.run)["reference"],
+        reference=lambda wc: reference_for(run_dataset(wc.run), wc.extractor),
         metrics=eval_metrics,
         cache_root=config["fidelity_cache"],
         weights=weights_arg,

@@ -88,3 +88,29 @@ rule figure_curves:
         preset=preset_json(),
     script:
         "../scripts/figures.py"
+
+
+# Learning curves (preset curves:): FID of every snapshot against training iterations and
+# training wall-clock, mean and range over seeds (cdrl.report.curves); the long table beside it.
+rule learning_curves:
+    input:
+        metrics=curve_metric_files(),
+        runs=train_outputs(CURVES.get("runs", [])),
+    output:
+        png=report(
+            "results/figures/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/learning_curves.pdf",
+        csv="results/tables/learning_curves.csv",
+        md="results/tables/learning_curves.md",
+    log:
+        "logs/figure/learning_curves.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        preset=preset_json(),
+    script:
+        "../scripts/figures.py"

@@ -41,8 +41,36 @@ rule sample_toy:
         mem_mb=config["sample_resources"]["mem_mb"],
     params:
         run_dir=subpath(input[0], parent=True),
-        num=config["toy"]["num_samples"],
-        seed=config["toy"]["seed"],
+        num=lambda wc: config["toy"]["num_samples"],
+        seed=lambda wc: config["toy"]["seed"],
     shell:
         "OMP_NUM_THREADS={threads} python -m cdrl sample --run-dir {params.run_dir:q} "
         "--num {params.num} --seed {params.seed} --out {output:q} > {log:q} 2>&1"
+
+
+# Learning curves (preset curves:): images 0..num-1 from the snapshot a run kept at iteration
+# {it} (train.snapshot_every), with the run's own sampling settings.
+rule sample_snapshot:
+    input:
+        "results/runs/{run}/seed{seed}/final.json",
+    output:
+        "results/samples/{run}/seed{seed}/it{it}-n{num}.npz",
+    log:
+        "logs/sample/{run}/seed{seed}/it{it}-n{num}.log",
+    wildcard_constraints:
+        it=r"\d+",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        run_dir=subpath(input[0], parent=True),
+        seed=lambda wc: eval_spec(wc.run)["seed"],
+        cuda=cuda_flag,
+    shell:
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl sample "
+        "--run-dir {params.run_dir:q} --snapshot {wildcards.it} --num {wildcards.num} "
+        "--seed {params.seed} --out {output:q} > {log:q} 2>&1"

@@ -21,6 +21,24 @@ elif sm.rule == "figure_curves":
         many = len(info[run]["seeds"]) > 1
         labels[f"{run}/{seed}"] = info[run]["label"] + (f" ({seed})" if many else "")
     figures.training_curves(runs, labels, sm.output.png)
+elif sm.rule == "learning_curves":
+    from cdrl.io import atomic_write_text
+    from cdrl.report import curves
+    from cdrl.report.render import View, markdown
+
+    info = sm.params.preset["runs"]
+    run_dirs = {f"{Path(p).parent.parent.name}/{Path(p).parent.name}": Path(p).parent
+                for p in sm.input.runs}
+    rows = curves.curve_rows(sm.input.metrics, run_dirs,
+                             {run: spec["label"] for run, spec in info.items()})
+    atomic_write_text(sm.output.csv, pd.DataFrame(rows).to_csv(index=False))
+    table = curves.curve_table(rows)
+    view = View(table.drop(columns=["run"]), [
+        "FID over seeds (mean, min, max) of the snapshot at each iteration; train_seconds: "
+        "training wall-clock up to it on the host that trained the run; delta_last: change of "
+        "the mean from the previous snapshot (near 0: the plateau)."])
+    atomic_write_text(sm.output.md, markdown(view, "Learning curves: FID of intermediate snapshots"))
+    curves.learning_curves_figure(table, sm.output.png)
 elif sm.rule == "figure_guidance":
     figures.guidance_figure(pd.read_csv(sm.input.table), sm.output.png)
 elif sm.rule == "figure_grid":
