@@ -162,6 +162,9 @@ def test_guidance_monotone_fidelity_and_interior_minimum():
     assert verdicts[1] == "not reproduced" and combine(verdicts) == "not reproduced"
     two = cl.guidance_parts({w: fid[w] for w in (0.0, 1.0)}, acc, "acc", "paired", 0.05)
     assert two[1].test.verdict == "inconclusive" and "at least 3" in two[1].test.reason
+    # No Inception Score (FID-port weights): null in every metric file, inconclusive.
+    no_isc = {w: dict.fromkeys(acc[w]) for w in ws}
+    assert cl.guidance_parts(fid, no_isc, "IS", "paired", 0.05)[0].test.verdict == "inconclusive"
 
 
 # ----------------------------------------------------------------------------- the preset

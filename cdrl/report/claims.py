@@ -95,7 +95,10 @@ def guidance_parts(fid: dict, fidelity: dict, fidelity_name: str, rule: str, alp
     lo, hi = ws[0], ws[-1]
     a, b = pair(fidelity[hi], fidelity[lo])
     test = two_group(a, b, "higher", rule, alpha)
-    means = [sum(fidelity[w].values()) / len(fidelity[w]) for w in ws if fidelity[w]]
+    # A fidelity the metric files give as null (the Inception Score without a classifier head)
+    # is no data: the test above is then inconclusive.
+    present = [[v for v in fidelity[w].values() if v is not None] for w in ws]
+    means = [sum(v) / len(v) for v in present if v]
     falls = any(later < earlier for earlier, later in zip(means[:-1], means[1:], strict=True))
     if test.verdict == "reproduced" and falls:
         test.verdict, test.reason = "inconclusive", "means not monotone in w"
