@@ -26,10 +26,17 @@ os.environ.update(
 
 
 # The smoke preset unless --configfile names another: presets are whole, never merged, while
-# --config KEY=VALUE overrides keys of whichever preset is in use.
+# --config KEY=VALUE overrides keys of whichever preset is in use. An override file after the
+# preset (--configfile P O) is merged into it key by key, and its every_run: reaches every run
+# (workflow/config/overrides/rehearsal.yaml).
 if not workflow.overwrite_configfiles:
 
     configfile: os.path.join(workflow.basedir, "workflow", "config", "smoke.yaml")
+
+
+from cdrl.report.experiments import apply_every_run
+
+config.update(apply_every_run(config))
 
 
 report: "workflow/report/workflow.rst"

@@ -4,6 +4,7 @@
     cdrl train --config FILE --run-dir DIR [--max-iters N] [--device cpu]
     cdrl sample --run-dir DIR (--num N | --start S --count N) --out FILE.npz|DIR [--steps K]
                 [--seed S]
+    cdrl merge-samples SHARD.npz [SHARD.npz ...] --out FILE.npz
     cdrl plot-toy --run-dir DIR --samples FILE.npz --out FIG.png
     cdrl ood --run-dir DIR --in-dist IN.npz|NAME --ood A.npz|NAME[,...] [--level 0]
              [--out FILE.json] [--csv FILE.csv]
@@ -162,6 +163,74 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
     atomic_write_text(out / f"meta-{meta['start']:06d}.json", json.dumps(meta, indent=1))
 
 
+# Per-shard facts a merged file sums or lists; every other metadata key must agree across shards.
+_SHARD_OWN = ("start", "count", "seconds", "seconds_per_image", "labels", "device", "threads")
+
+
+class ShardError(ValueError):
+    """Shards that do not make one sample file: a gap, an overlap or a different setting."""
+
+
+def merge_samples(shards, out: Path) -> dict:
+    """Concatenate ``.npz`` shards written by ``cdrl sample --start S --count N`` into the one
+    file ``cdrl sample`` would write for all their images (the workflow's ``sample_shard_size``).
+
+    The shards must follow each other without gap or overlap and share every setting (run,
+    checkpoint iteration, seed, steps, ...). Image ``i`` depends only on ``(seed, i)``, so the
+    merged images are those of one unsharded job (bit for bit when each shard's size is a
+    multiple of the batch size, as then the batches are the same too). The merged ``meta`` has
+    ``start``/``count`` of the whole, ``seconds`` summed over shards (device-seconds), and a
+    ``shards`` list of each shard's ``start``, ``count``, ``seconds`` and ``device``.
+    Returns the merged metadata."""
+    import numpy as np
+
+    from cdrl.io import atomic_write_bytes
+
+    if not shards:
+        raise ShardError("no shards to merge")
+    parts, metas = [], []
+    for path in shards:
+        with np.load(path, allow_pickle=False) as f:
+            parts.append({k: f[k] for k in f.files})
+        metas.append(json.loads(str(parts[-1].pop("meta"))))
+    first = metas[0]
+    same = {k: v for k, v in first.items() if k not in _SHARD_OWN}
+    expected = first["start"]
+    for path, meta, arrays in zip(shards, metas, parts, strict=True):
+        if meta["start"] != expected:
+            raise ShardError(f"{path}: starts at image {meta['start']}, expected {expected} "
+                             "(shards must be given in order, without gap or overlap)")
+        expected += meta["count"]
+        if diff := sorted(k for k in set(same) | set(meta)
+                          if k not in _SHARD_OWN and meta.get(k) != same.get(k)):
+            raise ShardError(f"{path}: {', '.join(diff)} differ from {shards[0]}'s: these shards "
+                             "are not of one sample")
+        if sorted(arrays) != sorted(parts[0]):
+            raise ShardError(f"{path}: arrays {sorted(arrays)}, expected {sorted(parts[0])}")
+    count = expected - first["start"]
+    seconds = sum(m["seconds"] for m in metas)
+    meta = {**first, "count": count, "seconds": seconds,
+            "seconds_per_image": seconds / max(count, 1),
+            "shards": [{k: m[k] for k in ("start", "count", "seconds", "device")}
+                       for m in metas]}
+    if "labels" in first:
+        meta["labels"] = [label for m in metas for label in m["labels"]]
+    arrays = {"meta": np.array(json.dumps(meta))}
+    for key in parts[0]:
+        axis = 1 if key == "levels" else 0  # levels: [T+1, N, ...]
+        arrays[key] = np.concatenate([a[key] for a in parts], axis=axis)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(Path(out), buf.getvalue())
+    return meta
+
+
+def _cmd_merge_samples(args) -> int:
+    meta = merge_samples([Path(s) for s in args.shards], Path(args.out))
+    print(json.dumps({k: v for k, v in meta.items() if k != "labels"}))
+    return 0
+
+
 def _cmd_sample(args) -> int:
     start = args.start
     count = args.count if args.count is not None else args.num
@@ -202,7 +271,18 @@ def dataset_reference(name: str):
         int(count) if count else None)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# name -> module whose add_cli(subparsers) defines it.
+_MODULE_COMMANDS = {"ood": "cdrl.tasks.ood", "evaluate": "cdrl.eval.evaluate",
+                    "bench": "cdrl.report.bench", "class-accuracy": "cdrl.eval.class_accuracy",
+                    "inpaint": "cdrl.tasks.inpaint", "compose": "cdrl.tasks.compose"}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser. Given the ``command`` about to run, only its module is imported (none for
+    the commands defined here); without one (``--help``, a typo) every subcommand is."""
+    own = {"schedule", "train", "sample", "merge-samples", "plot-toy"}
+    wanted = ([command] if command in _MODULE_COMMANDS else [] if command in own
+              else list(_MODULE_COMMANDS))
     p = argparse.ArgumentParser(prog="cdrl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -248,29 +328,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of its newest checkpoint")
     g.set_defaults(func=_cmd_sample)
 
-    from cdrl.tasks.ood import add_cli as add_ood_cli
+    m = sub.add_parser("merge-samples", help="concatenate sample shards (--start/--count) into "
+                       "one .npz")
+    m.add_argument("shards", nargs="+", help=".npz shards, in order of their first image")
+    m.add_argument("--out", required=True, help="the merged .npz")
+    m.set_defaults(func=_cmd_merge_samples)
 
-    add_ood_cli(sub)
+    # Subcommands defined in their own modules, imported only when asked for (or for --help):
+    # the evaluation modules import torch-fidelity and torchvision, seconds per job.
+    for name, module in _MODULE_COMMANDS.items():
+        if name in wanted:
+            import importlib
 
-    from cdrl.eval.evaluate import add_cli as add_evaluate_cli
-
-    add_evaluate_cli(sub, reference_loader=dataset_reference)
-
-    from cdrl.report.bench import add_cli as add_bench_cli
-
-    add_bench_cli(sub)
-
-    from cdrl.eval.class_accuracy import add_cli as add_guidance_cli
-
-    add_guidance_cli(sub)
-
-    from cdrl.tasks.inpaint import add_cli as add_inpaint_cli
-
-    add_inpaint_cli(sub)
-
-    from cdrl.tasks.compose import add_cli as add_compose_cli
-
-    add_compose_cli(sub)
+            add_cli = importlib.import_module(module).add_cli
+            if name == "evaluate":
+                add_cli(sub, reference_loader=dataset_reference)
+            else:
+                add_cli(sub)
 
     f = sub.add_parser("plot-toy", help="toy figure: data, density and samples per level")
     f.add_argument("--run-dir", required=True)
@@ -285,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. Errors a user can act on (a bad config or argument, missing data or
     weights, a run directory that needs a decision, a diverged run) end in one line naming the
     problem and its fix, exit status 2; ``CDRL_TRACEBACK=1`` shows the traceback instead."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     if (problem := _cuda_problem()) is not None:
         print(f"cdrl {args.command}: error: {problem}", file=sys.stderr)
         return 2

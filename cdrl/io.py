@@ -10,8 +10,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "sha256_file"]
 
 
@@ -51,6 +49,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
+    import torch  # here, not at the top: `cdrl merge-samples` and the CLI start without it
+
     _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 

@@ -32,7 +32,6 @@ CLUSTER = ROOT / "scripts" / "slurm_cluster.sh"
 PROFILE = ROOT / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # The end-to-end test's preset: the smallest shipped one with a GPU rule (override to try others).
-PRESET = os.environ.get("CDRL_SLURM_PRESET", "workflow/config/tiny.yaml")
 # Fast status checks for tests; everything else comes from slurm/config.yaml.
 FAST = ["--seconds-between-status-checks", "2", "--latency-wait", "5"]
 # Job-name prefix of this session: test sessions sharing a cluster do not see each other's jobs.
@@ -561,7 +560,7 @@ def _floats(state, prefix=""):
             yield prefix + str(key), val
 
 
-# ---- (a) a preset end to end: GPU rules on the gpu partition, same results as the local run --------
+# ---- helpers of the rehearsal below: GPU jobs and tables ------------------------------------------
 
 def _gpu_jobs(work: Path) -> list[str]:
     ids = re.findall(r"submitted as SLURM job (\d+)",
@@ -569,23 +568,6 @@ def _gpu_jobs(work: Path) -> list[str]:
     out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,Partition,AllocTRES",
                 *[f"-j{i}" for i in ids]], timeout=30).stdout
     return [line for line in out.splitlines() if "gres/gpu" in line]
-
-
-def _preset_workdir(work: Path, preset: Path) -> Path:
-    """A working directory that sees the repo's workflow/ and weights, running ``preset`` with
-    training on one GPU if the preset has no GPU rule (the fake GPUs run on the CPU)."""
-    work.mkdir()
-    (work / "workflow").symlink_to(ROOT / "workflow")
-    weights = ROOT / "resources" / "weights"
-    weights.mkdir(parents=True, exist_ok=True)
-    (work / "resources").mkdir()
-    (work / "resources" / "weights").symlink_to(weights)
-    cfg = yaml.safe_load(preset.read_text())
-    cfg["experiments_dir"] = str(ROOT / cfg.get("experiments_dir", "workflow/config/experiments"))
-    train = cfg.setdefault("train_resources", {})
-    train["gpu"] = max(1, int(train.get("gpu", 0)))
-    (work / "preset.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return work
 
 
 # Measured, not computed: wall-clock time and peak memory differ between any two runs, and so
@@ -601,29 +583,230 @@ def _table(path: Path) -> list[dict]:
                 if not MEASURED.search((row.get("quantity") or "") + (row.get("statement") or ""))]
 
 
+# ---- the paper preset rehearsed on the cluster, with faults injected -----------------------------
+
+PAPER = ROOT / "workflow" / "config" / "paper.yaml"
+REHEARSAL = ROOT / "workflow" / "config" / "overrides" / "rehearsal.yaml"
+# The training jobs (seed 0) the faults hit, one fault each.
+SIGTERM_RUN, USR2_RUN, FAIL_RUN = "cifar10_cdrl_k30", "celeba64_drl", "imagenet32_cdrl"
+SACCT_LAG_S = 90   # sacct answers nothing for the first 90 s: most of the training phase
+
+
+def _rehearse(work: Path, data: Path, label: str | None, *args, env=None) -> subprocess.Popen:
+    """The paper preset with the rehearsal override in ``work`` (fake datasets from ``data``):
+    through the slurm profile with job names ``TAG<label>-``, or with ``label`` None on this
+    machine (``--cores 2``, no cluster). Snakemake's output goes to ``work/snakemake.log``."""
+    (work / "resources").mkdir(parents=True)
+    (work / "resources" / "datasets").symlink_to(data)
+    where = (["-d", str(work), "--cores", "2"] if label is None else
+             _snakemake_cmd(work, "--submitit-jobname-prefix", f"{TAG}{label}-")[len(SNAKEMAKE):])
+    cmd = [*SNAKEMAKE, *where, *args, "-s", str(ROOT / "Snakefile"), "all", "--configfile",
+           str(PAPER), str(REHEARSAL)]
+    with open(work / "snakemake.log", "w") as log:
+        return subprocess.Popen(cmd, env=env or _env(), cwd=work, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _trainings(work: Path) -> dict[str, tuple[int, str]]:
+    """The `cdrl train` processes of the workflow in ``work``: run -> (pid, SLURM job id), for
+    seed 0. Read from /proc: the cluster runs on this machine."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv[1:4] != [b"-m", b"cdrl", b"train"] or os.readlink(entry / "cwd") != str(work):
+                continue
+            env = dict(kv.split(b"=", 1) for kv in (entry / "environ").read_bytes().split(b"\0")
+                       if b"=" in kv)
+        except (OSError, ValueError):  # not a process, or one that just ended
+            continue
+        run, seed = Path(argv[argv.index(b"--run-dir") + 1].decode()).parts[-2:]
+        if seed == "seed0" and b"SLURM_JOB_ID" in env:
+            found[run] = (int(entry.name), env[b"SLURM_JOB_ID"].decode())
+    return found
+
+
+def _release_requeued(prefix: str) -> None:
+    """A requeued job waits AuthInfo's cred_expire (30 s here) before it may start; not here."""
+    out = _run(["squeue", "-h", "-t", "PENDING", "-o", "%i|%j|%r"], timeout=30).stdout
+    for line in out.splitlines():
+        jobid, name, reason = line.split("|", 2)
+        if name.startswith(prefix) and "BeginTime" in reason:
+            _run(["scontrol", "update", f"JobId={jobid}", "StartTime=now"], timeout=30)
+
+
+class _Faults:
+    """Injects the rehearsal's faults into a running workflow, each once, when the training step
+    of its run is seen running; ``poll`` is called every half second until the workflow ends.
+
+    - fail: the step is killed (SIGKILL, like the kernel's out-of-memory killer) once its first
+      checkpoint is on disk; the train rule's retry (``retries: 1``, honoured by the Snakemake
+      that runs inside the SLURM job) resumes from that checkpoint in the same job;
+    - usr2: ``scancel --signal=USR2``, a preemption as submitit sees one: requeued;
+    - sigterm: its train job alone runs on the `preemptible` partition; a job on `urgent` needing
+      the node preempts it (PreemptMode=REQUEUE: SIGCONT, SIGTERM) and SLURM requeues it. The
+      step is stopped (SIGSTOP) until then, so a step of a few seconds cannot end first; SLURM's
+      SIGCONT (or ours, once preempted) lets it take the SIGTERM.
+    """
+
+    def __init__(self, work: Path, prefix: str) -> None:
+        self.work, self.prefix = work.resolve(), prefix
+        self.jobs: dict[str, list[str]] = {}       # run -> SLURM job ids seen, oldest first
+        self.done: set[str] = set()
+        self.stopped: tuple[int, str] | None = None  # the sigterm target, held until preempted
+        self.urgent: str | None = None
+
+    def poll(self) -> None:
+        for run, (pid, jobid) in _trainings(self.work).items():
+            if jobid not in self.jobs.setdefault(run, []):
+                self.jobs[run].append(jobid)
+            if run == FAIL_RUN and "fail" not in self.done:
+                self._once_written(pid, run, "latest.json")  # the first checkpoint
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.done.add("fail")
+            elif run == USR2_RUN and "usr2" not in self.done:
+                self._once_written(pid, run, "stats.jsonl")  # training: the step's handler is on
+                assert _run(["scancel", "--signal=USR2", jobid], timeout=30).returncode == 0
+                self.done.add("usr2")
+            elif run == SIGTERM_RUN and "sigterm" not in self.done:
+                self._once_written(pid, run, "stats.jsonl")
+                os.kill(pid, signal.SIGSTOP)
+                self.stopped = (pid, jobid)
+                urgent = _run(["sbatch", "--parsable", "-p", "urgent", "-c", str(_node_cpus()),
+                               "--mem=100", "-J", self.prefix + "urgent", "-o", "/dev/null",
+                               "--wrap", "sleep 2"], timeout=30)
+                assert urgent.returncode == 0, urgent.stderr
+                self.urgent = urgent.stdout.strip()
+                self.done.add("sigterm")
+        if self.stopped and "PREEMPTED" in _attempts(self.stopped[1]):
+            self.resume()
+        _release_requeued(self.prefix)
+
+    def _once_written(self, pid: int, run: str, name: str) -> None:
+        """Wait until the run directory has ``name`` (or the step ended). Polled fast: a few
+        iterations of a second or less are left then."""
+        path = self.work / "results" / "runs" / run / "seed0" / name
+        end = time.monotonic() + 120
+        while not path.exists() and Path(f"/proc/{pid}").exists() and time.monotonic() < end:
+            time.sleep(0.01)
+
+    def resume(self) -> None:
+        if self.stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.stopped[0], signal.SIGCONT)
+            self.stopped = None
+
+
+def _sacct_lagging(tmp_path: Path) -> dict:
+    """The environment of a Snakemake whose sacct prints nothing for SACCT_LAG_S."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sacct"
+    fake.write_text(LAGGING_SACCT.format(lag=SACCT_LAG_S, start=tmp_path / "sacct-start",
+                                         real=shutil.which("sacct")))
+    fake.chmod(0o755)
+    env = _env()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _finish(smk: subprocess.Popen, work: Path, timeout: float, faults: _Faults | None = None):
+    """Wait for a rehearsal (polling ``faults``); its log. Killed (with its jobs) on failure."""
+    end = time.monotonic() + timeout
+    try:
+        while smk.poll() is None:
+            assert time.monotonic() < end, f"rehearsal in {work} took over {timeout:.0f} s"
+            if faults:
+                faults.poll()
+            time.sleep(0.5)
+    finally:
+        if faults:
+            faults.resume()
+        if smk.poll() is None:
+            smk.send_signal(signal.SIGINT)  # Snakemake cancels its jobs
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                smk.wait(timeout=60)
+        if smk.poll() is None:
+            os.killpg(smk.pid, signal.SIGKILL)
+    text = (work / "snakemake.log").read_text()
+    assert smk.returncode == 0, text[-6000:]
+    return text
+
+
 @pytest.mark.slow
-def test_preset_end_to_end_on_the_cluster(cluster, tmp_path):
-    preset = ROOT / PRESET
-    if not preset.is_file():
-        pytest.fail(f"preset {PRESET} not found (set CDRL_SLURM_PRESET to an existing preset)")
-    runs = {}
-    for mode in ("local", "slurm"):
-        work = _preset_workdir(tmp_path / mode, preset)
-        args = ["-s", str(ROOT / "Snakefile"), "all", "--configfile", str(work / "preset.yaml")]
-        if mode == "local":
-            cmd = [*SNAKEMAKE, "-d", str(work), "--cores", "2", *args]
-        else:
-            cmd = _snakemake_cmd(work, "--submitit-jobname-prefix", TAG + "e2e-", *args)
-        proc = _run(cmd, timeout=1200, env=_env(), cwd=work)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-        runs[mode] = work
-    gpu = _gpu_jobs(runs["slurm"])
-    assert gpu and all("|gpu|" in line for line in gpu), gpu
-    # The paper's tables (results/tables/); measurements such as results/speed/ are not compared.
-    tables = sorted(p.relative_to(runs["local"])
-                    for p in (runs["local"] / "results" / "tables").rglob("*.csv"))
-    assert tables, "the preset made no tables"
+def test_paper_preset_rehearsal_survives_faults(cluster, tmp_path):
+    """The paper preset's DAG (the rehearsal override: tiny sizes, every rule and run, sharded
+    sampling, shorter sweeps; its plan is checked against the paper preset's in
+    tests/test_rehearsal.py) run twice: on this machine without a cluster, and on the cluster
+    with a SIGTERM preemption, a USR2 preemption, a failed step that is retried, and sacct
+    answering late. Every result comes out, and every table equals the local run's: neither
+    the faults nor SLURM change a number. (The local run is the clean reference: it costs
+    two-thirds of a clean cluster run here, and the plugin's clean path is the faulted run's
+    too, less the faults.)"""
+    from cdrl.data.fake_formats import write_all
+
+    data = write_all(tmp_path / "datasets", per_file=8)
+    clean = tmp_path / "clean"
+    started = time.monotonic()
+    _finish(_rehearse(clean, data, None), clean, timeout=2400)
+    clean_s = time.monotonic() - started
+
+    work = tmp_path / "faults"
+    prefix = f"{TAG}faults-"
+    # Only the sigterm target may be preempted: the other faults stay one each.
+    preemptible = (f"train:slurm_partition='preemptible' if (wildcards.run, wildcards.seed) == "
+                   f"('{SIGTERM_RUN}', '0') else 'gpu'")
+    smk = _rehearse(work, data, "faults", "--set-resources", preemptible,
+                    "--submitit-sacct-grace-s", "30", env=_sacct_lagging(tmp_path))
+    faults = _Faults(work, prefix)
+    log = _finish(smk, work, timeout=max(2400, 2 * clean_s), faults=faults)
+    assert faults.done == {"fail", "usr2", "sigterm"}, (faults.done, faults.jobs)
+    assert _sacct([faults.urgent]) == {faults.urgent: "COMPLETED"}
+    assert not _squeue(prefix)
+    # GPU rules went to the gpu partition with a GPU, the others (merges) stayed local.
+    gpu = _gpu_jobs(work)
+    assert len(gpu) >= 21 + 58 and all("|gpu|" in j or "|preemptible|" in j for j in gpu), gpu
+    assert "localrule merge_samples:" in log and "rule sample_shard:" in log
+
+    # sigterm: preempted by the urgent job, requeued by SLURM, completed; the step saw SIGTERM.
+    (term,) = faults.jobs[SIGTERM_RUN]
+    attempts = _attempts(term)
+    assert attempts[0] == "PREEMPTED" and attempts[-1] == "COMPLETED", attempts
+    text = _job_logs(work, term)
+    for expected in ("DUE TO PREEMPTION", "SIGTERM (preemption", "SLURM restart count 1"):
+        assert expected in text, f"{expected!r} not in the job's logs:\n{text[-3000:]}"
+    # usr2: submitit took it for a preemption (not a time-out) and requeued the job.
+    (usr2,) = faults.jobs[USR2_RUN]
+    attempts = _attempts(usr2)
+    assert "REQUEUED" in attempts and attempts[-1] == "COMPLETED", attempts
+    text = _job_logs(work, usr2)
+    assert "this job is preempted" in text and "Requeued job" in text, text[-3000:]
+    # fail: the killed step failed, the rule's retry resumed from the checkpoint and completed.
+    (failed,) = faults.jobs[FAIL_RUN]
+    assert _sacct([failed])[failed] == "COMPLETED", faults.jobs[FAIL_RUN]
+    text = _job_logs(work, failed)
+    assert "Error in rule train" in text and "Trying to restart job" in text, text[-3000:]
+    attempts = (work / "logs" / "train" / FAIL_RUN / "seed0.attempts.log").read_text()
+    first, retry = attempts.split(f"cdrl train {FAIL_RUN} seed0")[1:]
+    assert "iteration 2/4" in first and "iteration 4/4" not in first, attempts
+    assert "iteration 4/4" in retry and "iteration 1/4" not in retry, attempts
+    # sacct late: the plugin waited on squeue's word.
+    assert "sacct has not reported SLURM job" in log and "squeue lists it as" in log, log[-6000:]
+
+    # Nothing lost: every result of the clean run (checkpoints aside), and equal tables.
+    def results(root):
+        return {p.relative_to(root) for p in (root / "results").rglob("*")
+                if "runs" not in p.relative_to(root).parts[:2]}
+
+    assert results(clean) == results(work)
+    tables = sorted(p.relative_to(clean) for p in (clean / "results" / "tables").glob("*.csv"))
+    assert len(tables) >= 8, tables
     for rel in tables:
-        assert _table(runs["slurm"] / rel) == _table(runs["local"] / rel), rel
-    made = {p.relative_to(runs["slurm"]) for p in (runs["slurm"] / "results").rglob("*")}
-    assert {p.relative_to(runs["local"]) for p in (runs["local"] / "results").rglob("*")} <= made
+        assert _table(work / rel) == _table(clean / rel), rel
+    # The interrupted runs ended where the clean ones did, bit for bit.
+    for run in (SIGTERM_RUN, USR2_RUN, FAIL_RUN):
+        got = load_latest(work / "results" / "runs" / run / "seed0", map_location="cpu")
+        want = load_latest(clean / "results" / "runs" / run / "seed0", map_location="cpu")
+        assert got["iteration"] == want["iteration"] == 4, run
+        assert not _state_equal(want["method"], got["method"]), run

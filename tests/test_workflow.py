@@ -87,7 +87,9 @@ def test_dry_run_of_each_preset(argv, tmp_path):
                               env=_env(), timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
-    for rule in ("train", "sample", "evaluate", "tables", "figure_steps", "figure_curves"):
+    # The paper preset samples in shards (sample_shard_size), the others in one job per file.
+    sample = ("sample_shard", "merge_samples") if argv == "paper" else ("sample",)
+    for rule in ("train", *sample, "evaluate", "tables", "figure_steps", "figure_curves"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
 
 
@@ -97,6 +99,10 @@ def test_paper_dry_run_plans_the_full_reproduction(tmp_path):
                 "celeba64_drl/seed0", "cifar10_cdrl_no_vr/seed0"):
         assert f"results/runs/{run}/final.json" in out, run
     assert "results/metrics/cifar10_cdrl/seed1/k8-n50000-inception.json" in out
+    # 50,000 images in 10 shards of 5,000 (sample_shard_size), merged where Snakemake runs.
+    shards = "results/samples/cifar10_cdrl/seed1/shards/k8-n50000"
+    assert all(f"{shards}/{a}-{a + 5000}.npz" in out for a in range(0, 50000, 5000))
+    assert "rule merge_samples:" in out
     assert "digits" not in out  # presets are whole: the smoke preset is not merged in
 
 

@@ -53,7 +53,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import functional as TF
 
 from cdrl.data.toy import TOY_DATASETS, ToyData, make_toy
 
@@ -267,6 +266,8 @@ def _imagenet_folder_pairs(spec, root: Path, split: str) -> list[tuple[Path, int
 
 
 def _imagenet_transform(img: Image.Image) -> Image.Image:
+    from torchvision.transforms import functional as TF  # 1 s to import: only when resizing
+
     return TF.center_crop(TF.resize(img, 32), 32)  # official Resize(32) + CenterCrop(32)
 
 
@@ -316,6 +317,8 @@ def _read_celeba_partition(spec, root, path: Path) -> dict[str, str]:
 
 
 def _celeba_transform(img: Image.Image) -> Image.Image:
+    from torchvision.transforms import functional as TF
+
     return TF.resize(TF.center_crop(img, 140), 64)  # our choice: spec 8 finds none
 
 

@@ -56,7 +56,7 @@ def curve_rows(metric_files, run_dirs: dict[str, Path], labels: dict[str, str]) 
     for key in sorted({f"{m['run']}/seed{m['seed']}" for m, _ in points}):
         mine = [(m, res) for m, res in points if f"{m['run']}/seed{m['seed']}" == key]
         its = sorted({int(m["it"]) for m, _ in mine})
-        secs = dict(zip(its, train_seconds(Path(run_dirs[key]) / "stats.jsonl", its)))
+        secs = dict(zip(its, train_seconds(Path(run_dirs[key]) / "stats.jsonl", its), strict=True))
         for m, res in mine:
             row = {"run": m["run"], "label": labels.get(m["run"], m["run"]),
                    "seed": int(m["seed"]), "iteration": int(m["it"]),
@@ -92,7 +92,7 @@ def learning_curves_figure(table, out: str | Path) -> None:
     extractors = list(dict.fromkeys(table["extractor"]))
     fig, axes = plt.subplots(len(extractors), 2, figsize=(10, 3.6 * len(extractors)),
                              squeeze=False)
-    for row, ex in zip(axes, extractors):
+    for row, ex in zip(axes, extractors, strict=True):
         for (_run, label), g in table[table["extractor"] == ex].groupby(["run", "label"],
                                                                          sort=False):
             g = g.sort_values("iteration")

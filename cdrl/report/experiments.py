@@ -23,7 +23,8 @@ import yaml
 
 from cdrl.core.config import ConfigError, config_from_dict, config_to_dict
 
-__all__ = ["resolve_run", "apply_overrides", "run_seeds", "run_label", "run_instances"]
+__all__ = ["resolve_run", "apply_overrides", "apply_every_run", "run_seeds", "run_label",
+           "run_instances"]
 
 
 def apply_overrides(cfg: dict, overrides: dict, where: str = "set") -> dict:
@@ -39,6 +40,34 @@ def apply_overrides(cfg: dict, overrides: dict, where: str = "set") -> dict:
                                   f"{type(child).__name__}, not a section")
             node = child
         node[keys[-1]] = copy.deepcopy(value)
+    return out
+
+
+def apply_every_run(preset: dict) -> dict:
+    """The preset with its ``every_run:`` folded into each run: ``every_run.set`` is applied after
+    the run's own ``set`` (so it wins), ``every_run.resources`` replaces the run's resources key
+    by key. One override file can so scale every run of a preset, e.g. the paper preset's
+    rehearsal (``workflow/config/overrides/rehearsal.yaml``), without copying the runs.
+    Applying it twice gives the same preset."""
+    every = preset.get("every_run")
+    if not every:
+        return preset
+    if not isinstance(every, dict) or set(every) - {"set", "resources"}:
+        raise ConfigError(f"every_run: expected a mapping with keys set and resources, got "
+                          f"{every!r}")
+    for key in ("set", "resources"):
+        if not isinstance(every.get(key, {}), dict):
+            raise ConfigError(f"every_run.{key}: expected a mapping, got {every[key]!r}")
+    out = copy.deepcopy(preset)
+    for name, spec in out.get("runs", {}).items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"runs.{name}: expected a mapping, got {spec!r}")
+        # Re-inserted at the end, so they come after every key of the run's own set.
+        last = copy.deepcopy(every.get("set", {}))
+        own = {k: v for k, v in (spec.get("set") or {}).items() if k not in last}
+        spec["set"] = {**own, **last}
+        if "resources" in every:
+            spec["resources"] = {**(spec.get("resources") or {}), **every["resources"]}
     return out
 
 

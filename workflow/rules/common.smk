@@ -312,6 +312,39 @@ def eval_metrics(wildcards):
     return ",".join(by_extractor[wildcards.extractor])
 
 
+# Sharded sampling (preset sample_shard_size: S). A sample file of N > S images (the counts of
+# evaluation: and downstream.guidance, the ones in SHARDED_NUMS) is drawn by ceil(N / S) jobs,
+# shards/<name>-n<N>/<start>-<stop>.npz (images start .. stop-1), and merged into the file one job would write (rule
+# merge_samples). The unsharded rules take every other count: their num excludes these.
+SHARD_SIZE = config.get("sample_shard_size")
+# A shard job's resources: sample_shard_resources, else those of a sampling job.
+SHARD_RESOURCES = config.get("sample_shard_resources") or config["sample_resources"]
+
+
+def _sharded_nums():
+    nums = {spec["num_samples"] for spec in config["evaluation"].values()}
+    if "guidance" in DOWNSTREAM:
+        nums.add(DOWNSTREAM["guidance"]["num_samples"])
+    return sorted(n for n in nums if SHARD_SIZE and n > SHARD_SIZE)
+
+
+SHARDED_NUMS = _sharded_nums()
+_ALTERNATIVES = "|".join(map(str, SHARDED_NUMS))
+# A count of images that is none of SHARDED_NUMS (not one of them followed by a non-digit).
+UNSHARDED_NUM = rf"(?!(?:{_ALTERNATIVES})(?!\d))\d+" if SHARDED_NUMS else r"\d+"
+SHARDED_NUM = _ALTERNATIVES or r"(?!)"  # (?!) matches nothing
+
+
+def sample_shards(wildcards):
+    """The shard files a sharded sample file is merged from, in order of their first image."""
+    num = int(wildcards.num)
+    base = f"results/samples/{wildcards.run}/seed{wildcards.seed}/shards/{wildcards.sample}-n{num}"
+    return [
+        f"{base}/{start}-{min(start + SHARD_SIZE, num)}.npz"
+        for start in range(0, num, SHARD_SIZE)
+    ]
+
+
 def grid_samples(wildcards):
     spec = eval_spec(wildcards.run)
     k = default_steps(wildcards.run)

@@ -9,6 +9,8 @@ rule sample:
         "results/samples/{run}/seed{seed}/k{steps}-n{num}.npz",
     log:
         "logs/sample/{run}/seed{seed}/k{steps}-n{num}.log",
+    wildcard_constraints:
+        num=UNSHARDED_NUM,  # the sharded counts: sample_shard and merge_samples
     conda:
         "../../environment.yml"
     threads: config["sample_resources"]["threads"]
@@ -24,6 +26,56 @@ rule sample:
         "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl sample "
         "--run-dir {params.run_dir:q} --num {wildcards.num} --steps {wildcards.steps} --seed {params.seed} --out {output:q} "
         "> {log:q} 2>&1"
+
+
+# Sharded sampling (preset sample_shard_size; common.smk): images start .. stop-1 of a
+# sample file, each from its own noise stream (seed, i), so the merged shards are the images of
+# one unsharded job.
+rule sample_shard:
+    input:
+        "results/runs/{run}/seed{seed}/final.json",
+    output:
+        "results/samples/{run}/seed{seed}/shards/k{steps}-n{num}/{start}-{stop}.npz",
+    log:
+        "logs/sample/{run}/seed{seed}/shards/k{steps}-n{num}/{start}-{stop}.log",
+    wildcard_constraints:
+        start=r"\d+",
+        stop=r"\d+",
+    conda:
+        "../../environment.yml"
+    threads: SHARD_RESOURCES["threads"]
+    resources:
+        gpu=SHARD_RESOURCES["gpu"],
+        runtime=SHARD_RESOURCES["runtime"],
+        mem_mb=SHARD_RESOURCES["mem_mb"],
+    params:
+        run_dir=lambda wc: f"results/runs/{wc.run}/seed{wc.seed}",
+        seed=lambda wc: eval_spec(wc.run)["seed"],
+        cuda=cuda_flag,
+        images=lambda wc: int(wc.stop) - int(wc.start),
+    shell:
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl sample "
+        "--run-dir {params.run_dir:q} --start {wildcards.start} --count {params.images} "
+        "--steps {wildcards.steps} --seed {params.seed} --out {output:q} > {log:q} 2>&1"
+
+
+# The shards of a sample file (plain or guided) concatenated, checked to follow each other and
+# to share every setting. Reading and writing files only: it runs where Snakemake runs.
+rule merge_samples:
+    input:
+        sample_shards,
+    output:
+        "results/samples/{run}/seed{seed}/{sample}-n{num}.npz",
+    log:
+        "logs/sample/{run}/seed{seed}/{sample}-n{num}.merge.log",
+    wildcard_constraints:
+        num=SHARDED_NUM,
+        sample=r"k\d+|guided-w\d+(\.\d+)?",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m cdrl merge-samples {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule sample_toy:
