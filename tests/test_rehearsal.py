@@ -144,8 +144,7 @@ def test_rehearsal_plans_every_rule_and_run_of_the_paper_preset(tmp_path):
     assert planned.keys() == jobs.keys() and jobs["train"] == 21
     # The same jobs of every rule but those of the shorter sweeps (steps, guidance weights).
     shorter = {rule for rule in jobs if planned[rule] != jobs[rule]}
-    assert shorter <= {"sample_shard", "sample_guided_shard", "merge_samples", "evaluate"}, \
-        (planned, jobs)
+    assert shorter <= {"sample_shard", "merge_samples", "evaluate"}, (planned, jobs)
     assert all(planned[rule] > 0 for rule in planned), planned
 
     def runs(plan):
@@ -161,7 +160,7 @@ def test_rehearsal_plans_every_rule_and_run_of_the_paper_preset(tmp_path):
     assert "shards/k15-n12/0-8.npz" in rehearsal and "shards/k15-n12/8-12.npz" in rehearsal
     for plan, shards in ((paper, 10), (rehearsal, 2)):
         n = _job_stats(plan)
-        assert n["sample_shard"] + n["sample_guided_shard"] == shards * n["merge_samples"], n
+        assert n["sample_shard"] == shards * n["merge_samples"], n
         assert "sample" not in n and "sample_guided" not in n, n
     assert any(r.get("gpu") == 8 for r in _resources(paper))
     res = _resources(rehearsal)

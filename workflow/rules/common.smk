@@ -335,6 +335,20 @@ UNSHARDED_NUM = rf"(?!(?:{_ALTERNATIVES})(?!\d))\d+" if SHARDED_NUMS else r"\d+"
 SHARDED_NUM = _ALTERNATIVES or r"(?!)"  # (?!) matches nothing
 
 
+# The sample files that are sharded: plain (k<steps>) and guided (guided-w<w>) samples.
+SHARDED_SAMPLE = r"k\d+|guided-w\d+(\.\d+)?"
+
+
+def shard_sampling_args(wildcards):
+    """`cdrl sample` options of a shard, from its sample file's name: the steps of k<steps>,
+    the guidance weight of guided-w<w> (labels uniform, as rule sample_guided)."""
+    if wildcards.sample.startswith("guided-w"):
+        return (
+            f"--guidance {wildcards.sample.removeprefix('guided-w')} --labels uniform"
+        )
+    return f"--steps {wildcards.sample.removeprefix('k')}"
+
+
 def sample_shards(wildcards):
     """The shard files a sharded sample file is merged from, in order of their first image."""
     num = int(wildcards.num)

@@ -11,7 +11,7 @@ rule sample_guided:
     log:
         "logs/sample/{run}/seed{seed}/guided-w{w}-n{num}.log",
     wildcard_constraints:
-        num=UNSHARDED_NUM,  # the sharded counts: sample_guided_shard and merge_samples
+        num=UNSHARDED_NUM,  # the sharded counts: sample_shard and merge_samples
     conda:
         "../../environment.yml"
     threads: config["sample_resources"]["threads"]
@@ -27,36 +27,6 @@ rule sample_guided:
         "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl sample "
         "--run-dir {params.run_dir:q} --num {wildcards.num} --guidance {wildcards.w} --labels uniform --seed {params.seed} "
         "--out {output:q} > {log:q} 2>&1"
-
-
-# Images start .. stop-1 of a guided sample file (preset sample_shard_size; sample.smk).
-rule sample_guided_shard:
-    input:
-        "results/runs/{run}/seed{seed}/final.json",
-    output:
-        "results/samples/{run}/seed{seed}/shards/guided-w{w}-n{num}/{start}-{stop}.npz",
-    log:
-        "logs/sample/{run}/seed{seed}/shards/guided-w{w}-n{num}/{start}-{stop}.log",
-    wildcard_constraints:
-        start=r"\d+",
-        stop=r"\d+",
-    conda:
-        "../../environment.yml"
-    threads: SHARD_RESOURCES["threads"]
-    resources:
-        gpu=SHARD_RESOURCES["gpu"],
-        runtime=SHARD_RESOURCES["runtime"],
-        mem_mb=SHARD_RESOURCES["mem_mb"],
-    params:
-        run_dir=lambda wc: f"results/runs/{wc.run}/seed{wc.seed}",
-        seed=lambda wc: eval_spec(wc.run)["seed"],
-        cuda=cuda_flag,
-        images=lambda wc: int(wc.stop) - int(wc.start),
-    shell:
-        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl sample "
-        "--run-dir {params.run_dir:q} --start {wildcards.start} --count {params.images} "
-        "--guidance {wildcards.w} --labels uniform --seed {params.seed} --out {output:q} "
-        "> {log:q} 2>&1"
 
 
 rule class_accuracy:

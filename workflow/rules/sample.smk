@@ -28,17 +28,18 @@ rule sample:
         "> {log:q} 2>&1"
 
 
-# Sharded sampling (preset sample_shard_size; common.smk): images start .. stop-1 of a
-# sample file, each from its own noise stream (seed, i), so the merged shards are the images of
-# one unsharded job.
+# Sharded sampling (preset sample_shard_size; common.smk): images start .. stop-1 of a plain
+# (k<steps>) or guided (guided-w<w>) sample file, each from its own noise stream (seed, i), so
+# the merged shards are the images of one unsharded job.
 rule sample_shard:
     input:
         "results/runs/{run}/seed{seed}/final.json",
     output:
-        "results/samples/{run}/seed{seed}/shards/k{steps}-n{num}/{start}-{stop}.npz",
+        "results/samples/{run}/seed{seed}/shards/{sample}-n{num}/{start}-{stop}.npz",
     log:
-        "logs/sample/{run}/seed{seed}/shards/k{steps}-n{num}/{start}-{stop}.log",
+        "logs/sample/{run}/seed{seed}/shards/{sample}-n{num}/{start}-{stop}.log",
     wildcard_constraints:
+        sample=SHARDED_SAMPLE,
         start=r"\d+",
         stop=r"\d+",
     conda:
@@ -53,10 +54,11 @@ rule sample_shard:
         seed=lambda wc: eval_spec(wc.run)["seed"],
         cuda=cuda_flag,
         images=lambda wc: int(wc.stop) - int(wc.start),
+        how=shard_sampling_args,
     shell:
         "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl sample "
         "--run-dir {params.run_dir:q} --start {wildcards.start} --count {params.images} "
-        "--steps {wildcards.steps} --seed {params.seed} --out {output:q} > {log:q} 2>&1"
+        "{params.how} --seed {params.seed} --out {output:q} > {log:q} 2>&1"
 
 
 # The shards of a sample file (plain or guided) concatenated, checked to follow each other and
@@ -70,7 +72,7 @@ rule merge_samples:
         "logs/sample/{run}/seed{seed}/{sample}-n{num}.merge.log",
     wildcard_constraints:
         num=SHARDED_NUM,
-        sample=r"k\d+|guided-w\d+(\.\d+)?",
+        sample=SHARDED_SAMPLE,
     localrule: True
     conda:
         "../../environment.yml"
