@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
@@ -280,9 +281,6 @@ _MODULE_COMMANDS = {"ood": "cdrl.tasks.ood", "evaluate": "cdrl.eval.evaluate",
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser. Given the ``command`` about to run, only its module is imported (none for
     the commands defined here); without one (``--help``, a typo) every subcommand is."""
-    own = {"schedule", "train", "sample", "merge-samples", "plot-toy"}
-    wanted = ([command] if command in _MODULE_COMMANDS else [] if command in own
-              else list(_MODULE_COMMANDS))
     p = argparse.ArgumentParser(prog="cdrl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -334,24 +332,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="the merged .npz")
     m.set_defaults(func=_cmd_merge_samples)
 
-    # Subcommands defined in their own modules, imported only when asked for (or for --help):
-    # the evaluation modules import torch-fidelity and torchvision, seconds per job.
-    for name, module in _MODULE_COMMANDS.items():
-        if name in wanted:
-            import importlib
-
-            add_cli = importlib.import_module(module).add_cli
-            if name == "evaluate":
-                add_cli(sub, reference_loader=dataset_reference)
-            else:
-                add_cli(sub)
-
     f = sub.add_parser("plot-toy", help="toy figure: data, density and samples per level")
     f.add_argument("--run-dir", required=True)
     f.add_argument("--samples", required=True, help=".npz written by `cdrl sample`")
     f.add_argument("--out", required=True, help="figure .png (a .pdf and a .json beside it)")
     f.add_argument("--grid", type=int, default=200, help="density grid points per axis")
     f.set_defaults(func=_cmd_plot_toy)
+
+    # Subcommands defined in their own modules, imported only when asked for (or for --help):
+    # the evaluation modules import torch-fidelity and torchvision, seconds per job.
+    wanted = ([command] if command in _MODULE_COMMANDS else [] if command in sub.choices
+              else list(_MODULE_COMMANDS))
+    for name in wanted:
+        add_cli = importlib.import_module(_MODULE_COMMANDS[name]).add_cli
+        if name == "evaluate":
+            add_cli(sub, reference_loader=dataset_reference)
+        else:
+            add_cli(sub)
     return p
 
 
