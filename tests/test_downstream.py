@@ -18,29 +18,9 @@ from cdrl.core.sampler import energy_grad_fn
 from cdrl.eval.class_accuracy import class_accuracy
 from cdrl.tasks.ood import auroc
 from cdrl.train.trainer import load_run, train
+from tests.conftest import TINY_COND_DIGITS, merge
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, val in over.items():
-        out[key] = merge(out[key], val) if isinstance(val, dict) and key in out else val
-    return out
-
-TINY_COND_DIGITS = {
-    "method": "cdrl", "seed": 0, "device": "cpu",
-    "data": {"name": "digits16", "flip": False, "conditional": True},
-    "ebm": {"arch": "image", "width": 8, "ch_mult": [1, 2], "blocks_per_level": 1,
-            "emb_in_dim": 16, "temb_dim": 32},
-    "initializer": {"arch": "unet", "width": 8, "num_blocks": 1, "dim_mults": [1, 1],
-                    "attn_resolutions": [8], "emb_in_dim": 16, "temb_dim": 32, "groups": 4},
-    "train": {"iterations": 4, "batch_size": 8, "langevin_steps": 2, "log_every": 2,
-              "ckpt_every": 2,
-              "ebm_optim": {"lr": 1e-4, "warmup_iters": 2},
-              "init_optim": {"name": "adamw", "lr": 1e-4, "warmup_iters": 2}},
-    "sample": {"langevin_steps": 2, "batch_size": 4, "tweedie": True},
-}
 
 
 def _perturbed_method(cfg_dict: dict, data_shape) -> CDRL:

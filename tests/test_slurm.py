@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "scripts" / "slurm_cluster.sh"
 PROFILE = ROOT / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-# The end-to-end test's preset: the smallest shipped one with a GPU rule (override to try others).
 # Fast status checks for tests; everything else comes from slurm/config.yaml.
 FAST = ["--seconds-between-status-checks", "2", "--latency-wait", "5"]
 # Job-name prefix of this session: test sessions sharing a cluster do not see each other's jobs.
@@ -598,10 +597,10 @@ def _rehearse(work: Path, data: Path, label: str | None, *args, env=None) -> sub
     machine (``--cores 2``, no cluster). Snakemake's output goes to ``work/snakemake.log``."""
     (work / "resources").mkdir(parents=True)
     (work / "resources" / "datasets").symlink_to(data)
-    where = (["-d", str(work), "--cores", "2"] if label is None else
-             _snakemake_cmd(work, "--submitit-jobname-prefix", f"{TAG}{label}-")[len(SNAKEMAKE):])
-    cmd = [*SNAKEMAKE, *where, *args, "-s", str(ROOT / "Snakefile"), "all", "--configfile",
-           str(PAPER), str(REHEARSAL)]
+    cmd = ([*SNAKEMAKE, "-d", str(work), "--cores", "2"] if label is None else
+           _snakemake_cmd(work, "--submitit-jobname-prefix", f"{TAG}{label}-"))
+    cmd += [*args, "-s", str(ROOT / "Snakefile"), "all", "--configfile", str(PAPER),
+            str(REHEARSAL)]
     with open(work / "snakemake.log", "w") as log:
         return subprocess.Popen(cmd, env=env or _env(), cwd=work, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
