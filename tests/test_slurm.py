@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import json
 import os
 import re
@@ -105,6 +106,52 @@ def _wait(what: str, predicate, timeout: float, every: float = 1.0):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _release(jobid: str) -> None:
+    """Let a requeued job start in 2 s instead of after AuthInfo's cred_expire (30 s here).
+    Not at once: slurmd refuses a job credential made in the same second as the requeue revoked
+    the old one, and the job then fails at launch (FAILED, no log)."""
+    _run(["scontrol", "update", f"JobId={jobid}", "StartTime=now+2"], timeout=30)
+
+
+@pytest.mark.slow
+def test_a_job_started_before_submitit_moves_its_files_runs(cluster, tmp_path, monkeypatch):
+    """submitit moves a job's files into place only after sbatch has returned, and SLURM may
+    start the job first (on a busy submitting host a CI run lost a job so: FAILED, no log). Each
+    move is held here until the job has left PENDING. In the plugin's folder the job waits for
+    its pickle and completes; in submitit's usual per-job ``%j`` folder, which does not exist
+    yet, SLURM cannot open the job's output file and the job fails at launch."""
+    import submitit
+    from snakemake_executor_plugin_submitit import job_folder
+    from submitit.core.utils import JobPaths
+
+    move = JobPaths.move_temporary_file
+
+    def late_move(self, *args, **kwargs):
+        _wait(f"job {self.job_id} to leave PENDING", lambda: _run(
+            ["squeue", "-h", "--states=all", "-j", self.job_id, "-o", "%T"],
+            timeout=30).stdout.strip() not in ("", "PENDING"), 120, every=0.2)
+        return move(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobPaths, "move_temporary_file", late_move)
+
+    def run(folder: Path) -> str:
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        ex.update_parameters(slurm_partition="main", cpus_per_task=1, mem_gb=0.2,
+                             timeout_min=5, name=TAG + "launch")
+        jobid = ex.submit(abs, -7).job_id
+
+        def ended() -> str | None:
+            state = (_sacct([jobid]).get(jobid) or "PENDING").split()[0]
+            return state if state in ("COMPLETED", "FAILED", "CANCELLED") else None
+
+        return _wait(f"job {jobid} to end", ended, 180)
+
+    flat = job_folder(str(tmp_path / "flat"))
+    assert run(flat) == "COMPLETED"
+    assert "%j" not in str(flat)
+    assert run(tmp_path / "per-job" / "%j") == "FAILED"
+
+
 # ---- (b) time limit: signalled, checkpointed, requeued, same result ------------------------------
 
 def _iterations_for(seconds: float, tmp_path: Path, tiny_config_dict, floor: int) -> int:
@@ -192,7 +239,7 @@ def _attempts(jobid: str) -> list[str]:
 
 
 def _job_logs(work: Path, jobid: str) -> str:
-    logs = work / "logs/submitit" / jobid
+    logs = work / "logs/submitit"
     return (logs / f"{jobid}_0_log.out").read_text() + (logs / f"{jobid}_0_log.err").read_text()
 
 
@@ -307,8 +354,7 @@ def test_sigterm_preemption_requeues_and_resumes(cluster, tmp_path, tiny_config_
         assert urgent.returncode == 0, urgent.stderr
         _wait("the preemption", lambda: "PREEMPTED" in _attempts(jobid), 120)
         _wait("the urgent job to end", lambda: not _squeue(TAG + "urgent"), 120)
-        # A requeued job is held for AuthInfo's cred_expire (30 s here); release it.
-        _run(["scontrol", "update", f"JobId={jobid}", "StartTime=now"], timeout=30)
+        _release(jobid)
         out = run.finish()
     attempts = _attempts(jobid)
     assert attempts[0] == "PREEMPTED" and attempts[-1] == "COMPLETED", attempts
@@ -476,7 +522,7 @@ def test_failed_job_lets_running_jobs_finish_and_names_its_logs(cluster, tmp_pat
     assert "Cancelling" not in text, text[-3000:]
     assert not any("after" in name for name in ids) and "rule after" not in text, text[-3000:]
     bad = next(i for name, i in ids.items() if "bad" in name)
-    assert f"logs/submitit/{bad}/{bad}_0_log.err" in text, text[-3000:]
+    assert f"logs/submitit/{bad}_0_log.err" in text, text[-3000:]
     assert not _squeue(TAG + "fail-")
 
 
@@ -626,12 +672,15 @@ def _trainings(work: Path) -> dict[str, tuple[int, str]]:
 
 
 def _release_requeued(prefix: str) -> None:
-    """A requeued job waits AuthInfo's cred_expire (30 s here) before it may start; not here."""
-    out = _run(["squeue", "-h", "-t", "PENDING", "-o", "%i|%j|%r"], timeout=30).stdout
+    """Requeued jobs of this workflow still held for cred_expire start 2 s from now (``_release``);
+    a job already released is left alone (its start is under 5 s away)."""
+    out = _run(["squeue", "-h", "-t", "PENDING", "-o", "%i|%j|%r|%S"], timeout=30).stdout
+    soon = datetime.datetime.now() + datetime.timedelta(seconds=5)
     for line in out.splitlines():
-        jobid, name, reason = line.split("|", 2)
-        if name.startswith(prefix) and "BeginTime" in reason:
-            _run(["scontrol", "update", f"JobId={jobid}", "StartTime=now"], timeout=30)
+        jobid, name, reason, start = line.split("|", 3)
+        if (name.startswith(prefix) and "BeginTime" in reason
+                and datetime.datetime.fromisoformat(start) > soon):
+            _release(jobid)
 
 
 class _Faults:

@@ -28,7 +28,11 @@
 - Cancel: Ctrl-C, an executor error, or Snakemake shutting down with jobs still active cancels
   every job this run submitted or attached (one ``scancel``).
 - Logs: the submission line of every job in the Snakemake log names its submitit log files
-  ``<logdir>/<jobid>/<jobid>_0_log.{out,err}``; failures repeat them.
+  ``<logdir>/<jobid>_0_log.{out,err}``; failures repeat them. One flat folder, not submitit's
+  usual ``<logdir>/%j/``: submitit makes a job's ``%j`` folder only after sbatch returns, and a
+  job that SLURM starts first cannot open its output file and fails at launch (FAILED,
+  JobLaunchFailure, no log at all). The flat folder exists before the first sbatch
+  (``job_folder``).
 """
 
 # No `from __future__ import annotations`: Snakemake reads the settings' field types at run time.
@@ -55,7 +59,7 @@ from .names import command_key, command_text, job_key, job_name, match_queue
 from .resources import parse_sbatch_extra, submitit_parameters
 from .status import ALIVE, JobStatus, parse_states
 
-__all__ = ["Executor", "ExecutorSettings", "common_settings"]
+__all__ = ["Executor", "ExecutorSettings", "common_settings", "job_folder"]
 
 SLURM_TIMEOUT_S = 60        # one squeue / sacct / scancel call
 SACCT_CHUNK = 200           # job ids per sacct call
@@ -71,7 +75,7 @@ def _opt(help_text: str, env: bool = True) -> dict:
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
     logdir: str = field(default="logs/submitit", metadata=_opt(
-        "Folder of submitit's per-job files (<logdir>/<jobid>/); on the shared file system."))
+        "Folder of submitit's per-job files (<logdir>/<jobid>_*); on the shared file system."))
     cpu_partition: OptStr = field(default=None, metadata=_opt(
         "Partition of jobs without GPUs (default: the cluster's default partition)."))
     gpu_partition: OptStr = field(default="gpu", metadata=_opt(
@@ -133,7 +137,7 @@ class Executor(RemoteExecutor):
         except ValueError as err:
             raise WorkflowError(str(err)) from err
         self.workdir = os.getcwd()
-        self.folder = Path(self.settings.logdir).absolute() / "%j"
+        self.folder = job_folder(self.settings.logdir)
         self._mine: dict[str, SubmittedJobInfo] = {}   # submitted or attached, not yet ended
         self._ended: set[str] = set()                  # never attach to these again
         self._mine_lock = threading.Lock()
@@ -317,6 +321,15 @@ class Executor(RemoteExecutor):
         super().shutdown()
         # Normal ends leave nothing here; an abnormal end must not leave unmanaged jobs.
         self._cancel_all("Snakemake is shutting down with jobs still on the cluster")
+
+
+def job_folder(logdir: str) -> Path:
+    """The folder of every job's submitit files (``<jobid>_submitted.pkl``, ``<jobid>_0_log.out``,
+    ...), made now. It has no per-job part: SLURM opens a job's output files when it starts the
+    job, which can be before submitit, once sbatch has returned, would make a ``%j`` folder."""
+    folder = Path(logdir).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _result(paths: JobPaths) -> str | None:
