@@ -678,8 +678,11 @@ def _release_requeued(prefix: str) -> None:
     soon = datetime.datetime.now() + datetime.timedelta(seconds=5)
     for line in out.splitlines():
         jobid, name, reason, start = line.split("|", 3)
-        if (name.startswith(prefix) and "BeginTime" in reason
-                and datetime.datetime.fromisoformat(start) > soon):
+        try:
+            held = datetime.datetime.fromisoformat(start) > soon
+        except ValueError:  # N/A: no start time (for a moment after an update)
+            held = False
+        if name.startswith(prefix) and "BeginTime" in reason and held:
             _release(jobid)
 
 
