@@ -42,10 +42,18 @@ LEARNING = {
 }
 
 
-# A class-conditional digits run small enough to train in seconds (downstream tests, shards).
-TINY_COND_DIGITS = {
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, val in over.items():
+        out[key] = merge(out[key], val) if isinstance(val, dict) and key in out else val
+    return out
+
+
+# A digits run small enough to train in seconds (image runs), and its class-conditional twin
+# (downstream tests, shards).
+TINY_DIGITS = {
     "method": "cdrl", "seed": 0, "device": "cpu",
-    "data": {"name": "digits16", "flip": False, "conditional": True},
+    "data": {"name": "digits16", "flip": False},
     "ebm": {"arch": "image", "width": 8, "ch_mult": [1, 2], "blocks_per_level": 1,
             "emb_in_dim": 16, "temb_dim": 32},
     "initializer": {"arch": "unet", "width": 8, "num_blocks": 1, "dim_mults": [1, 1],
@@ -54,15 +62,10 @@ TINY_COND_DIGITS = {
               "ckpt_every": 2,
               "ebm_optim": {"lr": 1e-4, "warmup_iters": 2},
               "init_optim": {"name": "adamw", "lr": 1e-4, "warmup_iters": 2}},
-    "sample": {"langevin_steps": 2, "batch_size": 4, "tweedie": True},
+    "sample": {"langevin_steps": 2, "batch_size": 4},
 }
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, val in over.items():
-        out[key] = merge(out[key], val) if isinstance(val, dict) and key in out else val
-    return out
+TINY_COND_DIGITS = merge(TINY_DIGITS, {"data": {"conditional": True},
+                                       "sample": {"tweedie": True}})
 
 
 @pytest.fixture

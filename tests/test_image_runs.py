@@ -6,20 +6,7 @@ import numpy as np
 from PIL import Image
 
 from cdrl.cli import main as cli_main
-
-TINY_DIGITS = {
-    "method": "cdrl", "seed": 0, "device": "cpu",
-    "data": {"name": "digits16", "flip": False},
-    "ebm": {"arch": "image", "width": 8, "ch_mult": [1, 2], "blocks_per_level": 1,
-            "emb_in_dim": 16, "temb_dim": 32},
-    "initializer": {"arch": "unet", "width": 8, "num_blocks": 1, "dim_mults": [1, 1],
-                    "attn_resolutions": [8], "emb_in_dim": 16, "temb_dim": 32, "groups": 4},
-    "train": {"iterations": 4, "batch_size": 8, "langevin_steps": 2, "log_every": 2,
-              "ckpt_every": 2,
-              "ebm_optim": {"lr": 1e-4, "warmup_iters": 2},
-              "init_optim": {"name": "adamw", "lr": 1e-4, "warmup_iters": 2}},
-    "sample": {"langevin_steps": 2, "batch_size": 4},
-}
+from tests.conftest import TINY_DIGITS
 
 
 def test_digits_run_trains_and_writes_png_samples(tmp_path, write_config):
