@@ -2,6 +2,7 @@
 
     cdrl schedule --kind cdrl --levels 6 [--json]
     cdrl train --config FILE --run-dir DIR [--max-iters N] [--device cpu]
+               [--on-divergence fail|record]
     cdrl sample --run-dir DIR (--num N | --start S --count N) --out FILE.npz|DIR [--steps K]
                 [--seed S]
     cdrl merge-samples SHARD.npz [SHARD.npz ...] --out FILE.npz
@@ -51,7 +52,8 @@ def _cmd_train(args) -> int:
         return distributed.launch(nproc)
     if distributed.world()[1] > 1:
         train = distributed.train
-    result = train(cfg, args.run_dir, max_iters=args.max_iters, progress=not args.no_progress)
+    result = train(cfg, args.run_dir, max_iters=args.max_iters, progress=not args.no_progress,
+                   on_divergence=args.on_divergence)
     print(json.dumps(result))
     return 0
 
@@ -78,6 +80,12 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
     """Draw images ``start .. start+count-1`` from a run's newest checkpoint (or its snapshot of
     iteration ``snapshot``).
 
+    A diverged run (``cdrl train --on-divergence record``) is sampled at its last good snapshot
+    (``load_run``; ``meta["diverged"]``, ``meta["snapshot"]``). Where that gives no weights (no
+    snapshot before the divergence, or ``snapshot`` at or after it) the result has zero images
+    and says why in ``meta`` (``no_good_snapshot`` or ``after_divergence``), so the workflow goes
+    on and the evaluation records no value.
+
     Image ``i`` uses its own noise stream seeded by ``(seed, i)`` (``PerImageNoise``), so it is
     the same whatever the batch size or sharding. Returns ``(x, levels, meta)``: final samples
     ``[count, ...]``, the chain's states per level ``[T+1, count, ...]`` (``x_T`` first, ``x_0``
@@ -89,8 +97,13 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
 
     from cdrl.core.guidance import sampling_guide
     from cdrl.core.sampler import PerImageNoise
-    from cdrl.train.trainer import load_run
+    from cdrl.train.trainer import load_run, read_divergence
 
+    diverged = read_divergence(run_dir)
+    if diverged is not None and (diverged["last_good_snapshot"] is None if snapshot is None
+                                 else snapshot >= diverged["diverged_at"]):
+        return _no_weights(run_dir, start, count, steps, seed, batch_size, guidance, labels,
+                           snapshot, diverged)
     cfg, method, state = load_run(run_dir, device, snapshot)
     batch = batch_size or cfg.sample.batch_size
     out, levels, used = [], [], []
@@ -111,17 +124,58 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
     shape = tuple(state["data_shape"])
     x = torch.cat(out) if out else torch.zeros(0, *shape)
     lv = torch.cat(levels, dim=1) if levels else torch.zeros(method.T + 1, 0, *shape)
-    meta = {"iteration": int(state["iteration"]), "seed": seed, "start": start, "count": count,
+    meta = _sample_meta(cfg, run_dir, int(state["iteration"]), start, count, steps, seed, batch,
+                        guidance, labels, used)
+    meta.update(seconds=seconds, seconds_per_image=seconds / max(count, 1),
+                device=str(method.device), threads=torch.get_num_threads())
+    if "diverged_at" in state:  # load_run gave the last good snapshot of a diverged run
+        meta.update(diverged=True, diverged_at=state["diverged_at"],
+                    snapshot=int(state["iteration"]))
+    return x, lv, meta
+
+
+def _sample_meta(cfg, run_dir, iteration, start, count, steps, seed, batch, guidance, labels,
+                 used) -> dict:
+    """The settings a sample file records (``generate``); timing and device come after."""
+    meta = {"iteration": iteration, "seed": seed, "start": start, "count": count,
             "steps": cfg.sample.langevin_steps if steps is None else steps,
             "use_ema": cfg.sample.use_ema, "tweedie": cfg.sample.tweedie,
             "tweedie_b2": cfg.sample.tweedie_b2, "noise_scale": cfg.sample.noise_scale,
-            "method": cfg.method, "run_dir": str(run_dir), "batch_size": batch,
-            "seconds": seconds, "seconds_per_image": seconds / max(count, 1),
-            "device": str(method.device), "threads": torch.get_num_threads()}
+            "method": cfg.method, "run_dir": str(run_dir), "batch_size": batch}
     if cfg.data.conditional:
         meta.update(guidance=cfg.sample.guidance if guidance is None else guidance,
                     label_spec=labels or "uniform", labels=used)
-    return x, lv, meta
+    return meta
+
+
+def _no_weights(run_dir, start, count, steps, seed, batch_size, guidance, labels, snapshot,
+                diverged):
+    """``generate`` for a diverged run with no good weights to sample: zero images, the same
+    arrays and settings as a real sample (so shards still merge), and ``meta`` saying why.
+    ``meta["count"]`` stays the number asked for: shards of it still follow each other."""
+    import warnings
+
+    import torch
+    import yaml
+
+    from cdrl.core.config import config_from_dict
+    from cdrl.train.checkpoint import load_latest
+    from cdrl.train.trainer import build_data
+
+    cfg = config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
+    latest = load_latest(run_dir)  # the data shape without loading the data, where it can
+    shape = tuple(latest["data_shape"]) if latest else tuple(build_data(cfg).shape)
+    why = ({"no_good_snapshot": True} if snapshot is None
+           else {"after_divergence": True, "snapshot": snapshot})
+    reason = (f"{run_dir} diverged at iteration {diverged['diverged_at']} "
+              + ("before its first snapshot" if snapshot is None else
+                 f"(snapshot {snapshot} is not before it)") + ": no weights, no images")
+    warnings.warn(reason, stacklevel=2)
+    meta = _sample_meta(cfg, run_dir, None, start, count, steps, seed,
+                        batch_size or cfg.sample.batch_size, guidance, labels, [])
+    meta.update(seconds=0.0, seconds_per_image=0.0, device=None, threads=None, diverged=True,
+                diverged_at=diverged["diverged_at"], **why, reason=reason)
+    return (torch.zeros(0, *shape), torch.zeros(cfg.schedule.levels + 1, 0, *shape), meta)
 
 
 def to_uint8(x):
@@ -139,8 +193,9 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
     from cdrl.io import atomic_write_bytes
 
     if out.suffix == ".npz":
+        # len(x), not meta["count"]: a diverged run's file has zero images (``generate``).
         arrays = {"x": x.numpy().astype(np.float32), "meta": np.array(json.dumps(meta)),
-                  "index": np.arange(meta["start"], meta["start"] + meta["count"])}
+                  "index": np.arange(meta["start"], meta["start"] + len(x))}
         if "labels" in meta:  # conditional runs: condition index per image (-1: null)
             arrays["labels"] = np.array(meta["labels"], dtype=np.int64)
         if x.dim() == 2:  # vector data: keep every level for the toy figure (small)
@@ -156,7 +211,7 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
-    for i, img in zip(range(meta["start"], meta["start"] + meta["count"]), to_uint8(x).numpy(),
+    for i, img in zip(range(meta["start"], meta["start"] + len(x)), to_uint8(x).numpy(),
                       strict=True):
         png = io.BytesIO()
         Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(png, format="PNG")
@@ -303,6 +358,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--replace-changed", action="store_true",
                    help="if --run-dir was started under another config, rename it aside and "
                         "start afresh (the workflow's behaviour) instead of refusing")
+    t.add_argument("--on-divergence", choices=["fail", "record"], default="fail",
+                   help="when the divergence guard fires: fail (an error, exit status 2) or "
+                        "record it in final.json and exit 0 (the workflow's; the run is then "
+                        "compared at its last good snapshot)")
     t.set_defaults(func=_cmd_train)
 
     g = sub.add_parser("sample", help="draw samples from a trained run")
@@ -323,7 +382,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "an attribute (~ for value 0) or null; default uniform")
     g.add_argument("--snapshot", type=int, default=None, metavar="ITER",
                    help="sample from the run's snapshot of this iteration (train.snapshot_every) "
-                        "instead of its newest checkpoint")
+                        "instead of its newest checkpoint (a diverged run: zero images for an "
+                        "ITER at or after the divergence)")
     g.set_defaults(func=_cmd_sample)
 
     m = sub.add_parser("merge-samples", help="concatenate sample shards (--start/--count) into "

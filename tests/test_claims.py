@@ -17,6 +17,7 @@ from cdrl.report import claims as cl
 from cdrl.report.claim_stats import (
     combine,
     mean_ci,
+    paired_ratio,
     ratio,
     t_cdf,
     t_ppf,
@@ -120,6 +121,39 @@ def test_speed_ratio():
     assert ratio([1.0], slow, 1.5, "welch", 0.05).verdict == "inconclusive"
 
 
+def test_paired_ratio_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    cdrl = [0.101, 0.097, 0.120, 0.099, 0.104, 0.131, 0.098, 0.102, 0.100, 0.103]
+    drl = [0.199, 0.190, 0.251, 0.201, 0.212, 0.240, 0.188, 0.205, 0.199, 0.210]
+    logs = [math.log(d / c) for c, d in zip(cdrl, drl, strict=True)]
+    for alpha, m in ((0.05, 1.5), (0.01, 1.9), (0.1, 2.0)):
+        t = paired_ratio(cdrl, drl, m, alpha)
+        low, high = stats.t.interval(1 - alpha, len(logs) - 1, loc=statistics.mean(logs),
+                                     scale=stats.sem(logs))
+        assert t.estimate == pytest.approx(stats.gmean([math.exp(x) for x in logs]), rel=1e-12)
+        assert (t.low, t.high) == (pytest.approx(math.exp(low), rel=1e-9),
+                                   pytest.approx(math.exp(high), rel=1e-9))
+        assert t.p_value == pytest.approx(stats.ttest_1samp(logs, math.log(m)).pvalue, rel=1e-8)
+    assert paired_ratio(cdrl, drl, 1.5, 0.05).verdict == "reproduced"       # [1.92, 2.05]
+    assert paired_ratio(cdrl, drl, 2.5, 0.05).verdict == "not reproduced"
+    assert paired_ratio(cdrl, drl, 2.0, 0.05).verdict == "inconclusive"
+    assert "covers 2" in paired_ratio(cdrl, drl, 2.0, 0.05).reason
+
+
+def test_paired_ratio_pairs_by_index_and_needs_two_rounds():
+    # A load step that slows both methods of a round alike leaves the paired ratio exact;
+    # unpaired, the same numbers give a wide interval.
+    load = [1.0, 3.0, 1.0, 5.0, 2.0]
+    cdrl, drl = [1.0 * x for x in load], [2.0 * x for x in load]
+    paired = paired_ratio(cdrl, drl, 1.5, 0.05)
+    assert (paired.estimate, paired.low, paired.high) == (pytest.approx(2.0),) * 3
+    assert paired.verdict == "reproduced"
+    assert ratio(cdrl, drl, 1.5, "welch", 0.05).verdict == "inconclusive"
+    one = paired_ratio([1.0], [2.0], 1.5, 0.05)
+    assert one.verdict == "inconclusive" and one.estimate == 2.0 and "at least 2" in one.reason
+    assert paired_ratio([1.0, None, 1.0], [2.0, 2.0, -1.0], 1.5, 0.05).estimate == 2.0
+
+
 STEPS = {"reference": 15, "mild": 8, "severe": 3}
 
 
@@ -210,6 +244,18 @@ def _write(path: Path, data) -> None:
     path.write_text(json.dumps(data))
 
 
+def _bench_rounds(ratios: list[float]) -> str:
+    """A ``cdrl bench`` rounds file: CDRL 0.1 s per image times a load that changes by round,
+    DRL ``ratio`` times that; training rows, which C2 does not read, in between."""
+    lines = ["round,method,quantity,seconds,position"]
+    for r, q in enumerate(ratios, 1):
+        c = 0.1 * (1 + r)
+        order = [("cdrl", c), ("drl", q * c)][:: 1 if r % 2 else -1]
+        for quantity in ("sampling time per image", "training time per iteration"):
+            lines += [f"{r},{m},{quantity},{s!r},{i}" for i, (m, s) in enumerate(order, 1)]
+    return "\n".join(lines) + "\n"
+
+
 def _fake_results(root: Path, seeds: list[int]) -> dict:
     """A preset_json-like dict and per-seed result files: CDRL beats DRL clearly."""
     runs = {r: {"label": label, "dataset": "d", "seeds": seeds, "sample_steps": k, "levels": 6}
@@ -222,6 +268,7 @@ def _fake_results(root: Path, seeds: list[int]) -> dict:
     (root / "speed").mkdir(parents=True)
     (root / "speed" / "b1.csv").write_text("quantity,unit,cdrl,drl\n"
                                            "EBM gradient evaluations per image,count,90,180\n")
+    (root / "speed" / "b1.rounds.csv").write_text(_bench_rounds([1.95, 2.05, 2.0, 1.98]))
     fids = {("c", 15): 10, ("c", 8): 10.5, ("c", 3): 20, ("d", 30): 20, ("d", 15): 30,
             ("nv", 15): 10.1}
     secs = {15: 1.0, 8: 0.55, 3: 0.22, 30: 2.0}
@@ -231,6 +278,10 @@ def _fake_results(root: Path, seeds: list[int]) -> dict:
                     "tweedie": run != "d"}
             _write(root / "metrics" / run / f"seed{s}" / f"k{k}-n40-digits.json",
                    {"fid": fid + 0.3 * s, "provenance": {"samples_meta": meta}})
+    for run in runs:
+        for s in seeds:
+            _write(root / "runs" / run / f"seed{s}" / "final.json",
+                   {"iteration": 100, "total": 100, "diverged": False})
     for s in seeds:
         _write(root / "downstream" / "ood" / f"c-seed{s}.json",
                {"sets": {"s1": {"auroc": 0.8 + 0.01 * s}, "s2": {"auroc": 0.55 + 0.01 * s}}})
@@ -272,7 +323,7 @@ def test_claims_from_result_files(tmp_path):
     assert all(Path(f).is_file() for f in files)
     rows = cl.evaluate_claims(preset, tmp_path)
     verdict = {r["claim"]: r["verdict"] for r in rows}
-    assert verdict == {"C1": "reproduced", "C2": "reproduced", "C3": "reproduced",
+    assert verdict == {"stability": "n/a", "C1": "reproduced", "C2": "reproduced", "C3": "reproduced",
                        "C4": "inconclusive", "C5": "inconclusive", "C6": "reproduced",
                        "C7": "inconclusive", "C8": "reproduced", "C9": "inconclusive",
                        "C10": "reproduced"}
@@ -280,6 +331,7 @@ def test_claims_from_result_files(tmp_path):
     assert by[("C4", 1)]["reason"] == cl.NO_DATA and by[("C7", 1)]["reason"] == cl.NO_DATA
     assert by[("C2", 1)]["estimate"] == 2.0 and "cdrl bench" in by[("C2", 1)]["reason"]
     assert str(tmp_path / "speed/b1.csv") in files
+    assert str(tmp_path / "speed/b1.rounds.csv") in files
     no_bench = cl.evaluate_claims({**preset, "speed": {}}, tmp_path)
     assert no_bench[1]["estimate"] == pytest.approx(180 / 91)  # T*K (+1) from the sample files
     assert by[("C1", 1)]["a_n"] == 3 and by[("C1", 1)]["a_mean"] == pytest.approx(10.3)
@@ -296,12 +348,44 @@ def test_claims_from_result_files(tmp_path):
     assert "<table>" in (tmp_path / "claims.html").read_text()
 
 
+def test_speed_seconds_from_the_bench_paired_rounds(tmp_path):
+    preset = {**_fake_results(tmp_path, [0, 1, 2]), "claims": CLAIMS}
+    rows = [r for r in cl.evaluate_claims(preset, tmp_path) if r["claim"] == "C2"]
+    secs = rows[1]
+    assert "4 paired rounds" in secs["quantity"] and secs["a_n"] == secs["b_n"] == 4
+    assert secs["estimate"] == pytest.approx(statistics.geometric_mean([1.95, 2.05, 2.0, 1.98]))
+    assert secs["effect_low"] > 1.5 and secs["part_verdict"] == "reproduced"
+    assert "paired rounds" in secs["decision"] and "log(1.5)" in secs["decision"]
+    # Rounds whose interval covers min_ratio are inconclusive; wholly below, not reproduced.
+    for ratios, verdict in (([1.2, 2.4, 1.3, 2.2], "inconclusive"),
+                            ([1.1, 1.2, 1.15, 1.12], "not reproduced")):
+        (tmp_path / "speed" / "b1.rounds.csv").write_text(_bench_rounds(ratios))
+        row = [r for r in cl.evaluate_claims(preset, tmp_path) if r["claim"] == "C2"][1]
+        assert row["part_verdict"] == verdict, ratios
+
+
+def test_speed_without_bench_rounds_falls_back_to_the_seeds(tmp_path):
+    preset = {**_fake_results(tmp_path, [0, 1, 2]), "claims": CLAIMS}
+    (tmp_path / "speed" / "b1.rounds.csv").unlink()
+    secs = [r for r in cl.evaluate_claims(preset, tmp_path) if r["claim"] == "C2"][1]
+    assert secs["a_n"] == 3 and secs["part_verdict"] == "reproduced"      # Welch over seeds
+    assert secs["reason"].startswith("no cdrl bench rounds (") and "missing" in secs["reason"]
+    assert "Welch t-test on log seconds" in secs["reason"]
+    no_case = [r for r in cl.evaluate_claims({**preset, "speed": {}}, tmp_path)
+               if r["claim"] == "C2"][1]
+    assert no_case["reason"].startswith("no cdrl bench case")
+
+
 def test_one_seed_is_inconclusive_everywhere(tmp_path):
+    """Everywhere but C2, whose counts are exact and whose seconds come from the bench's rounds,
+    not from seeds."""
     preset = {**_fake_results(tmp_path, [0]), "claims": CLAIMS}
     rows = cl.evaluate_claims(preset, tmp_path)
-    assert {r["verdict"] for r in rows} == {"inconclusive"}
-    exact = next(r for r in rows if r["claim"] == "C2" and r["part"] == 1)
-    assert exact["part_verdict"] == "reproduced"   # counts are exact: one seed decides them
+    assert {r["verdict"] for r in rows if r["claim"] not in ("C2", cl.STABILITY)} == {"inconclusive"}
+    assert {r["part_verdict"] for r in rows if r["claim"] == "C2"} == {"reproduced"}
+    (tmp_path / "speed" / "b1.rounds.csv").unlink()
+    c2 = [r for r in cl.evaluate_claims(preset, tmp_path) if r["claim"] == "C2"]
+    assert [r["part_verdict"] for r in c2] == ["reproduced", "inconclusive"]
 
 
 # ----------------------------------------------------------------------------- workflow

@@ -29,7 +29,7 @@ def test_resume_continues_where_it_stopped(tmp_path, tiny_config_dict):
     cfg = config_from_dict(tiny_config_dict())
     train(cfg, tmp_path / "r", max_iters=4, progress=False)
     result = train(cfg, tmp_path / "r", max_iters=6, progress=False)
-    assert result == {"iteration": 6, "total": 6}
+    assert result == {"iteration": 6, "total": 6, "diverged": False}
     its = [json.loads(ln)["iteration"]
            for ln in (tmp_path / "r/stats.jsonl").read_text().splitlines()]
     assert its == [2, 4, 6]

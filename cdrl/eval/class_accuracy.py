@@ -72,10 +72,16 @@ def _cmd_class_accuracy(args) -> int:
     from cdrl.io import atomic_write_text
 
     with np.load(args.samples) as npz:
-        if "labels" not in npz:
+        meta = json.loads(str(npz["meta"])) if "meta" in npz else None
+        if meta and meta.get("diverged") and not len(npz["x"]):  # a diverged run, no weights
+            result = {"class_accuracy": None, "num": 0, "per_class": {},
+                      "classifier": args.classifier, "diverged": True,
+                      "reason": meta.get("reason", "the run diverged: no images")}
+        elif "labels" not in npz:
             raise SystemExit(f"{args.samples}: no 'labels' array; sample with --labels")
-        result = class_accuracy(npz["x_uint8"], npz["labels"], args.weights, args.classifier)
-        result["meta"] = json.loads(str(npz["meta"])) if "meta" in npz else None
+        else:
+            result = class_accuracy(npz["x_uint8"], npz["labels"], args.weights, args.classifier)
+        result["meta"] = meta
     result["samples"] = args.samples
     atomic_write_text(Path(args.out), json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("class_accuracy", "num")}))

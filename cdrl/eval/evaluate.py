@@ -55,13 +55,22 @@ __all__ = ["evaluate", "prepare_reference", "add_cli", "load_images", "to_uint8_
 
 # Metric flag -> the JSON keys it produces, and torch-fidelity's name for each key.
 METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "isc": ("isc_mean", "isc_std"),
-               "prc": ("precision", "recall")}
+               "prc": ("precision", "recall"), "conf": ("confident_share",)}
+# ``conf``: the share of samples the extractor's own classifier gives a top-class probability of
+# at least CONFIDENT_P: FID alone can be gamed by blurry averages and this alone by a few clean
+# modes, so the two are reported side by side. Only the MNIST CNNs (classifiers) provide it.
+CONFIDENT_P = 0.9
+CONF_EXTRACTORS = ("mnist", "mnist16")
 FIDELITY_KEYS = {"fid": "frechet_inception_distance", "kid_mean": "kernel_inception_distance_mean",
                  "kid_std": "kernel_inception_distance_std", "isc_mean": "inception_score_mean",
                  "isc_std": "inception_score_std", "precision": "precision", "recall": "recall"}
 DEFAULT_WEIGHTS = {"inception": Path("resources/weights") / inception_weights.FID_PORT_FILE,
                    "digits": Path("resources/weights/digits-cnn.pth"),
-                   "mnist": mnist_features.DEFAULT_WEIGHTS}
+                   "mnist": mnist_features.DEFAULT_WEIGHTS,
+                   "mnist16": mnist_features.MNIST16.weights}
+
+
+EXTRACTORS = ["inception", "digits", "mnist", "mnist16"]
 
 
 class EvaluationError(RuntimeError):
@@ -228,17 +237,17 @@ def _prepare_extractor(extractor: str, weights_path) -> tuple[str, Path, str, bo
         path = Path(weights_path or DEFAULT_WEIGHTS["digits"])
         info = digits_features.ensure_digits_weights(path)
         return digits_features.register_digits_extractor(), path, info["sha256"], True
-    if extractor == "mnist":
-        path = Path(weights_path or DEFAULT_WEIGHTS["mnist"])
+    if extractor in ("mnist", "mnist16"):
+        config = mnist_features.CNN_CONFIGS[extractor]
+        path = Path(weights_path or DEFAULT_WEIGHTS[extractor])
         try:
-            info = mnist_features.ensure_mnist_weights(path)
+            info = mnist_features.ensure_mnist_weights(path, config=config)
         except DatasetError as err:  # no cached weights and no MNIST to train them on
-            raise MissingWeightsError(f"MNIST CNN weights not found at {path}; training them "
-                                      f"needs MNIST. {err}") from err
-        return mnist_features.register_mnist_extractor(), path, info["sha256"], True
+            raise MissingWeightsError(f"{config.name} weights not found at {path}; training "
+                                      f"them needs MNIST. {err}") from err
+        return mnist_features.register_mnist_extractor(config), path, info["sha256"], True
     if extractor != "inception":
-        raise EvaluationError(
-            f"unknown extractor {extractor!r}: use 'inception', 'digits' or 'mnist'")
+        raise EvaluationError(f"unknown extractor {extractor!r}: use one of {EXTRACTORS}")
     path = _inception_weights(weights_path)
     sha = inception_weights.sha256_file(path)
     sidecar = inception_weights.sidecar_path(path)
@@ -359,11 +368,20 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
 
     t0 = time.perf_counter()
     asked = _parse_metrics(metrics)
+    x, meta = load_images(samples)
+    if not len(x) and meta.get("diverged"):  # `cdrl sample` of a diverged run without weights
+        return _diverged_result(samples, x, meta, asked, reference, extractor, seed, out)
     fe_name, w_path, w_sha, isc_ok = _prepare_extractor(extractor, weights_path)
     _log(f"{extractor} extractor {fe_name}, weights {w_path} (sha256 {w_sha[:12]})")
-    x, meta = load_images(samples)
     _log(f"{len(x)} samples {list(x.shape[1:])} from {samples}")
     flags, unavailable = set(asked), {}
+    extra = {}
+    if "conf" in flags:
+        flags.discard("conf")
+        if extractor in CONF_EXTRACTORS:
+            extra["confident_share"] = confident_share(x, extractor, w_path)
+        else:
+            unavailable["conf"] = f"the {extractor} extractor is not a digit classifier"
     if "isc" in flags and not isc_ok:
         flags.discard("isc")
         unavailable["isc"] = ISC_UNAVAILABLE
@@ -378,9 +396,9 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
         _log(f"reference {ref['name']}: {len(ref['x'])} images, cache {ref['cache_name']}")
     _log(f"computing {','.join(sorted(flags)) or 'nothing'}"
          + (f" ({', '.join(f'{k}: {v}' for k, v in unavailable.items())})" if unavailable else ""))
-    values = _run_fidelity(x, ref, settings, prov) if flags else {}
+    values = {**(_run_fidelity(x, ref, settings, prov) if flags else {}), **extra}
     _log(f"done in {time.perf_counter() - t0:.0f} s: "
-         + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+         + ", ".join(f"{k} {v:.4g}" for k, v in values.items() if v is not None))
     result = {k: values.get(k) for m in asked for k in METRIC_KEYS[m]}
     if unavailable:
         result["unavailable"] = unavailable
@@ -388,6 +406,33 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
     if out is not None:
         atomic_write_text(Path(out), json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _diverged_result(samples, x, meta, asked, reference, extractor, seed, out) -> dict:
+    """Every metric asked for null, ``diverged`` and the ``reason``: the zero-image sample file
+    of a diverged run with no good snapshot (``cdrl.cli.generate``) has no value."""
+    result = {k: None for m in asked for k in METRIC_KEYS[m]}
+    result.update(diverged=True, reason=meta.get("reason", "the run diverged: no images"),
+                  provenance={"versions": _versions(), "extractor": extractor,
+                              "samples": str(samples), "sample_count": 0,
+                              "sample_shape": list(x.shape[1:]),
+                              "samples_sha256": content_sha256(x), "samples_meta": meta,
+                              "reference": None if reference is None else str(reference),
+                              "rng_seed": seed})
+    _log(f"no images in {samples}: {result['reason']}; every metric is null")
+    if out is not None:
+        atomic_write_text(Path(out), json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def confident_share(x: np.ndarray, extractor: str, weights: Path) -> float | None:
+    """Share of uint8 images whose top class probability under the MNIST CNN ``extractor`` is at
+    least ``CONFIDENT_P`` (None for no images)."""
+    if not len(x):
+        return None
+    config = mnist_features.CNN_CONFIGS[extractor]
+    proba = mnist_features.predict_proba(weights, x, config)
+    return float((proba.max(axis=1) >= CONFIDENT_P).mean())
 
 
 def prepare_reference(reference, extractor: str = "inception", out: Path | None = None,
@@ -463,9 +508,11 @@ def add_cli(subparsers, reference_loader: Callable[[str], Dataset] | None = None
     e.add_argument("--prepare-reference", action="store_true",
                    help="only extract and cache the reference's features (no --samples)")
     e.add_argument("--reference", required=True, help="dataset name, PNG folder or .npz")
-    e.add_argument("--metrics", default="fid", help="comma list of fid,kid,isc,prc")
+    e.add_argument("--metrics", default="fid",
+                   help="comma list of fid,kid,isc,prc,conf (conf: share of samples the MNIST "
+                        f"CNN classifies with p >= {CONFIDENT_P})")
     e.add_argument("--out", required=True, help="metrics .json (written atomically)")
-    e.add_argument("--extractor", choices=["inception", "digits", "mnist"], default="inception")
+    e.add_argument("--extractor", choices=EXTRACTORS, default="inception")
     e.add_argument("--weights", default=None,
                    help=f"extractor weights; inception: {FID_PORT} (default: ${INCEPTION_ENV} or "
                         f"resources/weights/...), {TORCH_FIDELITY} (torch-fidelity's own, with "

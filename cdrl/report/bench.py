@@ -2,7 +2,7 @@
 
     cdrl bench --cdrl workflow/config/experiments/cdrl_digits.yaml \
                --drl workflow/config/experiments/drl_digits.yaml \
-               --batch 32 --repeats 3 --threads 1 --out results/tables/speed_digits.csv
+               --batch 32 --rounds 10 --threads 1 --out results/tables/speed_digits.csv
 
 The claim's basis is MCMC steps: K = 15 against 30 Langevin steps per level, T = 6 levels. This
 command measures, for each method on the current device:
@@ -11,10 +11,17 @@ command measures, for each method on the current device:
   wrapping the networks during real sampling calls and checked against ``T*K (+1 for the Tweedie
   step)`` and ``T`` (a mismatch is an error);
 * wall-clock seconds per image of ``method.sample`` at ``--batch`` and seconds per training
-  iteration (``method.train_step`` at ``--train-batch``): one warm-up call (a full iteration; a
-  one-step sampling call), then ``--repeats`` timed calls, ``torch.cuda.synchronize`` around each
-  on a GPU; the median is reported with the min-max spread;
-* the DRL/CDRL ratio of each quantity beside the claimed 2x.
+  iteration (``method.train_step`` at ``--train-batch``): one warm-up call of each (a full
+  iteration; a one-step sampling call), then ``--rounds`` interleaved rounds (default 10, at
+  least 2; ``--repeats`` is an alias). Round ``r`` times one sampling call of each method, then
+  one training iteration of each, CDRL first in rounds 1, 3, 5, ... and DRL first in rounds 2,
+  4, ... (``round_order``), so that neither method always runs in the other's wake and a drift
+  in the host's load hits both alike; ``torch.cuda.synchronize`` around each call on a GPU;
+* the DRL/CDRL ratio of each count, and of each time from the paired rounds: the geometric mean
+  of the per-round ratios with the 95 % t-interval of the mean log ratio (n = rounds, n - 1
+  degrees of freedom), exponentiated back (``cdrl.report.claim_stats.paired_ratio``, which the
+  claims table's C2 also uses). The per-method times are the median over rounds with the
+  min-max spread.
 
 Weights are random unless ``--cdrl-run``/``--drl-run`` name trained run directories; random
 weights time the same arithmetic. Their spectral-norm vectors are first brought to convergence
@@ -22,8 +29,15 @@ weights time the same arithmetic. Their spectral-norm vectors are first brought 
 paper-size EBM's activations overflow to inf/NaN, which runs about 20x slower on CPUs and would
 time a network nobody samples from. Training data are uniform noise in [-1, 1].
 
-Writes ``--out`` (CSV, one row per quantity) and a Markdown table beside it (``.md``: the methods
-as rows, the quantities as columns, with the DRL/CDRL ratio and the paper's claim under them).
+Writes ``--out`` (CSV, one row per quantity: ``COLUMNS`` then ``RATIO_COLUMNS``, the ratio's
+interval), every timed call beside it in ``<stem>.rounds.csv`` (``ROUND_COLUMNS``: round 1..n,
+method ``cdrl``/``drl``, quantity, seconds per image or per iteration, and the position 1 or 2
+of the call in its round) and a Markdown table (``.md``: the methods as rows, the quantities as
+columns, with the DRL/CDRL ratio and the paper's claim under them). ``--repeats`` in ``COLUMNS``
+holds the number of rounds (the column keeps its old name for older readers).
+
+On a shared host timings are disturbed whatever the interleaving: the workflow's rule runs this
+command with nothing else scheduled beside it (workflow/rules/downstream.smk, docs/speed.md).
 """
 
 from __future__ import annotations
@@ -43,10 +57,13 @@ import yaml
 
 from cdrl.core.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from cdrl.io import atomic_write_text
+from cdrl.report.claim_stats import paired_ratio
 from cdrl.report.render import Sources, View, fmt, markdown
 
 __all__ = ["add_cli", "BenchResult", "bench_methods", "build_for_bench", "count_sampling_nfe",
-           "nfe_formula", "seconds", "seconds_and_peak", "compare", "write_tables", "speed_view", "COLUMNS"]
+           "nfe_formula", "seconds", "seconds_and_peak", "compare", "round_order", "round_rows",
+           "rounds_path", "write_tables", "speed_view", "COLUMNS", "RATIO_COLUMNS",
+           "ROUND_COLUMNS", "DEFAULT_ROUNDS", "MIN_ROUNDS"]
 
 CLAIMED_SPEEDUP = 2.0
 CLAIM_SOURCE = ("Zhu et al. 2023, arXiv 2309.05153v1, abstract: \"with a 2x speedup over DRL\", "
@@ -56,6 +73,14 @@ SN_WARMUP_ITERS = 20
 COLUMNS = ["quantity", "unit", "cdrl", "drl", "drl_over_cdrl", "claimed", "cdrl_formula",
            "drl_formula", "cdrl_spread", "drl_spread", "device", "threads", "batch", "train_batch",
            "repeats", "weights"]
+# After COLUMNS in the CSV: the 95 % interval of a time's paired DRL/CDRL ratio (empty for counts).
+RATIO_COLUMNS = ["drl_over_cdrl_low", "drl_over_cdrl_high"]
+ROUND_COLUMNS = ["round", "method", "quantity", "seconds", "position"]
+DEFAULT_ROUNDS = 10
+MIN_ROUNDS = 2   # a t-interval needs two paired ratios
+# Timed quantity (CSV row) -> its per-round list in BenchResult.
+TIMED = {"sampling time per image": "sample_s_per_image",
+         "training time per iteration": "train_s_per_iter"}
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -234,9 +259,16 @@ def _n_params(module) -> int:
     return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 
-def bench_methods(methods: dict, batch: int, train_batch: int, repeats: int) -> dict:
-    """Count and time each ``name: (cfg, method)`` (see the module docstring). The timed calls of
-    the methods alternate, so a load change on a shared machine hits all of them alike."""
+def round_order(names: list[str], r: int) -> list[str]:
+    """The methods in the order round ``r`` (from 0) times them: as given, reversed every other
+    round."""
+    return list(names) if r % 2 == 0 else list(reversed(names))
+
+
+def bench_methods(methods: dict, batch: int, train_batch: int, rounds: int) -> dict:
+    """Count and time each ``name: (cfg, method)`` over ``rounds`` interleaved rounds (see the
+    module docstring); entry ``r`` of every method's time lists comes from round ``r``, so the
+    lists pair up by index."""
     sample_s = {name: [] for name in methods}
     train_s = {name: [] for name in methods}
     data, train_grads = {}, {}
@@ -245,8 +277,10 @@ def bench_methods(methods: dict, batch: int, train_batch: int, repeats: int) -> 
         m.sample(batch, steps=1)
         data[name] = torch.rand(train_batch, *m.data_shape, device=m.device) * 2 - 1
         m.train_step(data[name])
-    for _ in range(repeats):
-        for name, (cfg, m) in methods.items():
+    for r in range(rounds):
+        order = round_order(list(methods), r)
+        for name in order:
+            cfg, m = methods[name]
             with counting(m) as c:
                 sec, peak, base = seconds_and_peak(m.sample, m.device, batch)
                 sample_s[name].append(sec / batch)
@@ -255,7 +289,8 @@ def bench_methods(methods: dict, batch: int, train_batch: int, repeats: int) -> 
             if counted != formula:
                 raise RuntimeError(f"{name}: counted (EBM gradients, initializer forwards) per "
                                    f"image {counted} != formula {formula} (T*K + tweedie, T)")
-        for name, (_cfg, m) in methods.items():
+        for name in order:
+            m = methods[name][1]
             with counting(m) as c:
                 sec, peak, base = seconds_and_peak(m.train_step, m.device, data[name])
                 train_s[name].append(sec)
@@ -272,9 +307,24 @@ def bench_methods(methods: dict, batch: int, train_batch: int, repeats: int) -> 
     return out
 
 
+def round_rows(results: dict) -> list[dict]:
+    """Every timed call of ``bench_methods``' results, one row each (``ROUND_COLUMNS``)."""
+    names = list(results)
+    rows = []
+    for r in range(len(results[names[0]].sample_s_per_image)):
+        order = round_order(names, r)
+        for quantity, attr in TIMED.items():
+            rows += [{"round": r + 1, "method": name, "quantity": quantity,
+                      "seconds": getattr(results[name], attr)[r], "position": pos}
+                     for pos, name in enumerate(order, 1)]
+    return rows
+
+
 # ----------------------------------------------------------------------------- tables
 def compare(cdrl: BenchResult, drl: BenchResult, meta: dict) -> list[dict]:
-    """One row per quantity: both values, the DRL/CDRL ratio and the claimed ratio."""
+    """One row per quantity: both values, the DRL/CDRL ratio and the claimed ratio. A count's
+    ratio is exact; a time's is the paired one over rounds with its 95 % interval
+    (``RATIO_COLUMNS``; empty with one round). ``meta["repeats"]`` is the number of rounds."""
     med = statistics.median
 
     def spread(v: list[float]) -> str:
@@ -299,11 +349,15 @@ def compare(cdrl: BenchResult, drl: BenchResult, meta: dict) -> list[dict]:
     ]
     out = []
     for q, unit, a, b, claimed, fa, fb, sa, sb in rows:
-        ratio = b / a if a else ""
-        out.append(dict(zip(COLUMNS, [q, unit, a, b, ratio, claimed, fa, fb, sa, sb,
-                                      meta["device"], meta["threads"], meta["batch"],
-                                      meta["train_batch"], meta["repeats"], meta["weights"]],
-                            strict=True)))
+        ratio, low, high = (b / a if a else ""), "", ""
+        if q in TIMED:
+            paired = paired_ratio(getattr(cdrl, TIMED[q]), getattr(drl, TIMED[q]))
+            ratio, low, high = (paired.estimate,
+                                *(("", "") if paired.low is None else (paired.low, paired.high)))
+        out.append(dict(zip(COLUMNS + RATIO_COLUMNS,
+                            [q, unit, a, b, ratio, claimed, fa, fb, sa, sb, meta["device"],
+                             meta["threads"], meta["batch"], meta["train_batch"],
+                             meta["repeats"], meta["weights"], low, high], strict=True)))
     return out
 
 
@@ -333,7 +387,8 @@ def _speed_rows(df, sources: Sources) -> list[dict]:
         col = SHORT.get(r["quantity"], r["quantity"])
         rows["CDRL"][col] = _speed_cell(r["cdrl"], r["cdrl_formula"], r["cdrl_spread"])
         rows["DRL"][col] = _speed_cell(r["drl"], r["drl_formula"], r["drl_spread"])
-        rows["DRL / CDRL"][col] = fmt(r["drl_over_cdrl"])
+        low, high = (fmt(r.get(c, "")) for c in RATIO_COLUMNS)
+        rows["DRL / CDRL"][col] = fmt(r["drl_over_cdrl"]) + (f" [{low}, {high}]" if low else "")
         claimed = fmt(r["claimed"])
         rows["DRL / CDRL, paper's claim"][col] = (
             f"{claimed} {sources.ref(CLAIM_SOURCE)}" if claimed else "")
@@ -356,23 +411,39 @@ def speed_view(df) -> View:
         calls = f"{fmt(h['repeats'])} timed call" + ("" if fmt(h["repeats"]) == "1" else "s")
         notes.append(f"{case + ': ' if case else ''}{h['device']}, {fmt(h['threads'])} threads, "
                      f"sampling batch {fmt(h['batch'])}, training batch {fmt(h['train_batch'])}; "
-                     f"times are the median of {calls} after a warm-up (min-max in brackets); "
+                     f"times are the median of {calls} after a warm-up (min-max in parentheses), "
+                     "one call per method in each interleaved round; a time's DRL / CDRL is the "
+                     "geometric mean of the per-round ratios [95 % t-interval]; "
                      f"weights: {h['weights']}.")
     notes.append("Counts are per image or training example; T levels, K Langevin steps per "
                  "level, +1 for CDRL's final Tweedie step.")
     return View(pd.DataFrame(rows), notes + sources.notes())
 
 
-def write_tables(rows: list[dict], meta: dict, out: Path) -> Path:
-    """``out`` (CSV, one row per quantity) and ``out`` with ``.md`` (``speed_view``)."""
+def rounds_path(out: Path) -> Path:
+    """``<stem>.rounds.csv`` beside the summary ``out`` (a dot, not ``_``: the workflow's
+    ``{case}`` wildcard cannot then match it)."""
+    return out.with_name(f"{out.stem}.rounds.csv")
+
+
+def _csv_text(rows: list[dict], columns: list[str], cell=_fmt) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: cell(v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def write_tables(rows: list[dict], meta: dict, out: Path, rounds: list[dict] | None = None
+                 ) -> Path:
+    """``out`` (CSV, one row per quantity), ``out`` with ``.md`` (``speed_view``) and, given
+    ``rounds`` (``round_rows``), every timed call at full precision in ``rounds_path(out)``."""
     import pandas as pd
 
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, buf.getvalue())
+    atomic_write_text(out, _csv_text(rows, COLUMNS + RATIO_COLUMNS))
+    if rounds is not None:
+        atomic_write_text(rounds_path(out), _csv_text(rounds, ROUND_COLUMNS, cell=str))
     view = speed_view(pd.DataFrame(rows))
     view.notes.insert(0, f"CDRL: `{meta['cdrl']}`; DRL: `{meta['drl']}`.")
     md = out.with_suffix(".md")
@@ -381,7 +452,11 @@ def write_tables(rows: list[dict], meta: dict, out: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- command
-def run_bench(args) -> tuple[list[dict], dict]:
+def run_bench(args) -> tuple[list[dict], dict, list[dict]]:
+    """The summary rows, their settings and every timed call (``round_rows``)."""
+    if args.rounds < MIN_ROUNDS:  # argparse checks the CLI; this guards direct callers
+        raise ConfigError(f"--rounds {args.rounds}: at least {MIN_ROUNDS} rounds are needed for "
+                          "the paired ratio's interval")
     if args.threads:
         torch.set_num_threads(args.threads)
     methods, sources, weights = {}, {}, []
@@ -393,25 +468,35 @@ def run_bench(args) -> tuple[list[dict], dict]:
         methods[kind] = (cfg, method)
         sources[kind] = run_dir or config
         weights.append(w)
-    results = bench_methods(methods, args.batch, args.train_batch or args.batch, args.repeats)
+    results = bench_methods(methods, args.batch, args.train_batch or args.batch, args.rounds)
     sizes = results["cdrl"].ebm_params, results["drl"].ebm_params
     if abs(sizes[0] - sizes[1]) > 0.01 * max(sizes):
         print(f"warning: EBM sizes differ ({sizes[0]} vs {sizes[1]} parameters); the comparison "
               "is not like for like")
     meta = {"device": str(methods["cdrl"][1].device), "threads": torch.get_num_threads(),
             "batch": args.batch, "train_batch": args.train_batch or args.batch,
-            "repeats": args.repeats,
+            "repeats": args.rounds,
             "weights": weights[0] if weights[0] == weights[1] else "; ".join(weights),
             "cdrl": sources["cdrl"], "drl": sources["drl"]}
-    return compare(results["cdrl"], results["drl"], meta), meta
+    return compare(results["cdrl"], results["drl"], meta), meta, round_rows(results)
 
 
 def _cmd_bench(args) -> int:
-    rows, meta = run_bench(args)
-    md = write_tables(rows, meta, Path(args.out))
+    rows, meta, rounds = run_bench(args)
+    out = Path(args.out)
+    md = write_tables(rows, meta, out, rounds)
     print(md.read_text(), end="")
-    print(json.dumps({"csv": args.out, "md": str(md)}))
+    print(json.dumps({"csv": args.out, "md": str(md), "rounds": str(rounds_path(out))}))
     return 0
+
+
+def _rounds(text: str) -> int:
+    n = int(text)
+    if n < MIN_ROUNDS:
+        raise argparse.ArgumentTypeError(
+            f"{n} round(s): at least {MIN_ROUNDS} are needed for the paired DRL/CDRL ratio's "
+            f"t-interval (default {DEFAULT_ROUNDS})")
+    return n
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
@@ -424,7 +509,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="override both configs, e.g. --set ebm.width=32 (repeatable)")
     b.add_argument("--batch", type=int, default=16, help="images per sampling call")
     b.add_argument("--train-batch", type=int, default=None, help="default: --batch")
-    b.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up")
+    b.add_argument("--rounds", "--repeats", dest="rounds", type=_rounds, default=DEFAULT_ROUNDS,
+                   help="interleaved timed rounds after one warm-up, each one call per method "
+                        f"(at least {MIN_ROUNDS}; --repeats is an alias)")
     b.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's)")
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     b.add_argument("--out", required=True, help="CSV path; the Markdown table goes beside it")

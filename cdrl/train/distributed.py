@@ -175,13 +175,14 @@ class _RankShard(Shard):
         return sharded_randomness(self.rank, self.size, local_batch)
 
 
-def train(cfg, run_dir: str | Path, max_iters: int | None = None, progress: bool = True) -> dict:
+def train(cfg, run_dir: str | Path, max_iters: int | None = None, progress: bool = True,
+          on_divergence: str = "fail") -> dict:
     """``cdrl.train.trainer.train`` as one rank of a data-parallel run started by ``launch``:
     the same loop, handed this rank's ``Shard``; rank 0 alone draws the progress bar."""
     device = _init(cfg.device)
     rank, size = world()
     try:
         return trainer.train(cfg, run_dir, max_iters=max_iters, progress=progress,
-                             shard=_RankShard(rank, size, device))
+                             shard=_RankShard(rank, size, device), on_divergence=on_divergence)
     finally:
         dist.destroy_process_group()

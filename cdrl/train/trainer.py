@@ -11,8 +11,24 @@ Run directory layout::
     snapshots/           iter-<iteration>.pt every ``train.snapshot_every`` iterations, never
                          deleted (learning curves sample from them)
     latest.json          pointer to the newest checkpoint; running the same command resumes there
-    final.json           written when the requested number of iterations is reached
-    DIVERGED.json        written when the divergence guard stops the run
+    final.json           written when the requested number of iterations is reached:
+                         ``{"iteration", "total", "diverged": false}``; with
+                         ``on_divergence="record"`` also when the run diverged (below)
+    DIVERGED.json        written when the divergence guard stops the run: ``{"iteration",
+                         "error", "last_good_checkpoint", "last_good_snapshot"}``
+
+Divergence is an outcome, not a crash. The guard (``cdrl.core.optim``, ``train.max_abs_energy``)
+fires at iteration ``i`` when the step after ``i`` completed iterations meets a non-finite or
+exploding value (snapshots are written after whole steps only). ``on_divergence="fail"`` (the
+default, ``cdrl train --on-divergence fail``) writes DIVERGED.json and raises ``DivergenceError``.
+``on_divergence="record"`` (the workflow's) writes DIVERGED.json, then final.json
+``{"iteration": i, "total", "diverged": true, "diverged_at": i, "last_good_snapshot", "error"}``
+and returns, with a one-line warning. The rule: a diverged run is compared at its last good
+snapshot: the newest snapshot strictly before the iteration at which the divergence guard fired
+(the weights of iteration ``i`` are those whose values exploded); a run without one has no value,
+and counts as not finished in the stability row. ``load_run`` applies it, so every consumer
+(sampling, OOD, inpainting) gets those weights. A diverged run refuses to resume (delete
+DIVERGED.json to try again); re-running ``record`` for the same total returns the recorded outcome.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import resource
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +57,11 @@ from cdrl.io import atomic_torch_save, atomic_write_text
 from cdrl.train.checkpoint import load_latest, save_checkpoint
 from cdrl.train.registry import build_method
 
-__all__ = ["train", "Shard", "select_device", "build_data", "load_run", "RunStateError"]
+__all__ = ["train", "Shard", "select_device", "build_data", "load_run", "RunStateError",
+           "read_divergence", "last_good_snapshot", "ON_DIVERGENCE"]
+
+# What ``train`` does when the divergence guard fires (module docstring).
+ON_DIVERGENCE = ("fail", "record")
 
 
 class RunStateError(RuntimeError):
@@ -180,6 +201,15 @@ def load_run(run_dir: Path, device: str | None = None, snapshot: int | None = No
         raise RunStateError(f"{run_dir} has no config.yaml; train it first with `cdrl train`")
     cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()))
     dev = select_device(device or cfg.device)
+    diverged = read_divergence(run_dir) if snapshot is None else None
+    if diverged is not None:  # the rule of the module docstring
+        snapshot = diverged["last_good_snapshot"]
+        if snapshot is None:
+            raise RunStateError(f"{run_dir} diverged at iteration {diverged['diverged_at']} "
+                                "before its first snapshot (train.snapshot_every): it has no good "
+                                "weights to load")
+        warnings.warn(f"{run_dir} diverged at iteration {diverged['diverged_at']}; loading its "
+                      f"last good snapshot, iteration {snapshot}", stacklevel=2)
     if snapshot is not None:
         path = snapshot_path(run_dir, snapshot)
         if not path.is_file():
@@ -193,7 +223,26 @@ def load_run(run_dir: Path, device: str | None = None, snapshot: int | None = No
         raise RunStateError(f"{run_dir} has no checkpoint yet (latest.json is missing)")
     method = build_method(cfg, tuple(state["data_shape"]), dev)
     method.load_state_dict(state["method"])
+    if diverged is not None:
+        state["diverged_at"] = diverged["diverged_at"]
     return cfg, method, state
+
+
+def read_divergence(run_dir: Path) -> dict | None:
+    """The final.json of a run that ended at a divergence (``on_divergence="record"``), else
+    None: ``diverged_at`` and ``last_good_snapshot`` (an iteration or None) say what it gives."""
+    path = Path(run_dir) / "final.json"
+    if not path.is_file():
+        return None
+    final = json.loads(path.read_text())
+    return final if final.get("diverged") else None
+
+
+def last_good_snapshot(run_dir: Path, diverged_at: int) -> int | None:
+    """The iteration of the newest snapshot strictly before ``diverged_at``, or None."""
+    its = [int(p.stem.removeprefix("iter-")) for p in (Path(run_dir) / SNAPSHOT_DIR).glob(
+        "iter-*.pt")]
+    return max((i for i in its if i < diverged_at), default=None)
 
 
 @dataclass(frozen=True)
@@ -229,19 +278,30 @@ class Shard:
 
 
 def train(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
-          progress: bool = True, shard: Shard | None = None) -> dict:
+          progress: bool = True, shard: Shard | None = None, on_divergence: str = "fail") -> dict:
     """Train (or resume) ``cfg`` in ``run_dir`` up to ``max_iters`` (default: all) iterations.
-    ``shard``: this process's rank in a data-parallel run (``cdrl.train.distributed``)."""
+    ``shard``: this process's rank in a data-parallel run (``cdrl.train.distributed``).
+    ``on_divergence``: ``fail`` raises ``DivergenceError``, ``record`` ends the run with a
+    final.json that says so (module docstring)."""
     shard = shard or Shard()
     run_dir = Path(run_dir)
+    if on_divergence not in ON_DIVERGENCE:
+        raise ConfigError(f"on_divergence: {on_divergence!r} is not one of {ON_DIVERGENCE}")
     if cfg.train.batch_size % shard.size:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the "
                           f"{shard.size} training processes")
+    total = cfg.train.iterations if max_iters is None else max_iters
+    resolved = config_to_dict(cfg)
     if (run_dir / "DIVERGED.json").exists():
+        done = read_divergence(run_dir)
+        if on_divergence == "record" and done is not None and done["total"] == total:
+            _check_same_config(run_dir, resolved)
+            if shard.main:
+                _warn_diverged(run_dir, done)
+            return done  # the recorded outcome of this very request
         raise RunStateError(f"{run_dir / 'DIVERGED.json'} marks a diverged run; read it, change "
                             "the config or delete the marker to resume from the last good "
                             "checkpoint")
-    resolved = config_to_dict(cfg)
     _check_same_config(run_dir, resolved)  # every rank checks, so every rank stops alike
     if cfg.data.conditional and cfg.method != "cdrl":
         raise ConfigError(f"data.conditional: only method 'cdrl' is class-conditional, "
@@ -263,17 +323,31 @@ def train(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
         method.load_state_dict(state["method"])
         _set_rng_state(state["rng"])
         start = int(state["iteration"])
-    total = cfg.train.iterations if max_iters is None else max_iters
     if shard.main:
         _truncate_stats(run_dir / "stats.jsonl", start)
-    it = _loop(cfg, method, data, run_dir, start, total, device, progress, shard)
-    result = {"iteration": it, "total": total}
+    it, diverged = _loop(cfg, method, data, run_dir, start, total, device, progress, shard,
+                         on_divergence)
+    result = {"iteration": it, "total": total, "diverged": diverged is not None}
+    if diverged is not None:
+        result.update(diverged_at=it, last_good_snapshot=last_good_snapshot(run_dir, it),
+                      error=str(diverged))
     if shard.size > 1:
         result["world_size"] = shard.size
     if shard.main:
         atomic_write_text(run_dir / "final.json", json.dumps(result))
+        if diverged is not None:
+            _warn_diverged(run_dir, result)
     shard.barrier()
     return result
+
+
+def _warn_diverged(run_dir: Path, final: dict) -> None:
+    """One line on stderr: the run, where it diverged and where it will be compared."""
+    good = final["last_good_snapshot"]
+    where = (f"it will be compared at its snapshot of iteration {good}" if good is not None else
+             "it has no snapshot before that, so it has no value (not finished)")
+    print(f"cdrl train: warning: {_run_name(run_dir)} diverged at iteration "
+          f"{final['diverged_at']}; {where}", file=sys.stderr, flush=True)
 
 
 def _checkpoint(cfg, method, run_dir, it, data_shape) -> Path:
@@ -316,10 +390,12 @@ def _progress_line(run_dir: Path, line: dict, total: int) -> str:
             f"{hours}:{rest // 60:02d}:{rest % 60:02d}")
 
 
-def _loop(cfg, method, data, run_dir, start, total, device, progress, shard) -> int:
-    """Iterations ``start`` .. ``total``: batch, step, log, checkpoint. A SIGTERM/SIGUSR2 on any
-    rank stops every rank after the same iteration with a checkpoint; a divergence raises on
-    every rank at the same step (``cdrl.core.optim``) and rank 0 marks the run."""
+def _loop(cfg, method, data, run_dir, start, total, device, progress, shard,
+          on_divergence: str = "fail") -> tuple[int, DivergenceError | None]:
+    """Iterations ``start`` .. ``total``: batch, step, log, checkpoint; returns the iteration
+    reached and the divergence that stopped it, if any. A SIGTERM/SIGUSR2 on any rank stops every
+    rank after the same iteration with a checkpoint; a divergence stops every rank at the same
+    step (``cdrl.core.optim``), rank 0 marks the run, and ``fail`` raises it."""
     tc = cfg.train
     window = _StatsWindow(method.T, device)
     stop = {"signal": None}
@@ -332,7 +408,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress, shard) -> 
                mininterval=2.0, desc=f"train {_run_name(run_dir)}", unit="it")
     rows = shard.rows(tc.batch_size)
     local_b = rows.stop - rows.start
-    it = start
+    it, diverged = start, None
     log = open(run_dir / "stats.jsonl", "a") if shard.main else None
     try:
         while it < total and not shard.any(stop["signal"] is not None, device):
@@ -346,7 +422,10 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress, shard) -> 
             except DivergenceError as err:
                 if shard.main:
                     _mark_divergence(run_dir, it, err)
-                raise
+                if on_divergence == "fail":
+                    raise
+                diverged = err
+                break
             window.add(stats)
             it += 1
             bar.update(1)
@@ -365,7 +444,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress, shard) -> 
                 _checkpoint(cfg, method, run_dir, it, data.shape)
             if shard.main and tc.snapshot_every and it % tc.snapshot_every == 0:
                 _snapshot(cfg, method, run_dir, it, data.shape)
-        if it < total:  # stopped by a signal
+        if it < total and diverged is None:  # stopped by a signal
             if shard.main:
                 _checkpoint(cfg, method, run_dir, it, data.shape)
             shard.barrier()
@@ -378,7 +457,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress, shard) -> 
             log.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    return it
+    return it, diverged
 
 
 def _install_handlers(handler) -> dict:
@@ -403,5 +482,6 @@ def _lrs(method) -> dict:
 def _mark_divergence(run_dir: Path, it: int, err: Exception) -> None:
     latest = run_dir / "latest.json"
     info = {"iteration": it, "error": str(err),
-            "last_good_checkpoint": json.loads(latest.read_text()) if latest.exists() else None}
+            "last_good_checkpoint": json.loads(latest.read_text()) if latest.exists() else None,
+            "last_good_snapshot": last_good_snapshot(run_dir, it)}
     atomic_write_text(run_dir / "DIVERGED.json", json.dumps(info, indent=2))

@@ -24,6 +24,8 @@ rule claims:
             category="0 Claims",
         ),
         md="results/tables/claims.md",
+        # The curve: true claims tested at every snapshot (cdrl.report.claim_curves).
+        curve_csv="results/tables/claims_curve.csv",
         html=report(
             "results/tables/claims.html",
             caption="../report/claims.rst",

@@ -88,7 +88,7 @@ wildcard_constraints:
     seed=r"\d+",
     steps=r"\d+",
     num=r"\d+",
-    extractor="inception|digits|mnist",
+    extractor="inception|digits|mnist16|mnist",
     w=r"\d+(\.\d+)?",
     sample=r"k\d+|guided-w\d+(\.\d+)?|it\d+",
     case=r"[A-Za-z0-9_]+",
@@ -262,6 +262,7 @@ def preset_json():
             "train_steps": res["train"]["langevin_steps"],
             "sample_steps": res["sample"]["langevin_steps"],
             "iterations": res["train"]["iterations"],
+            "snapshot_every": res["train"]["snapshot_every"],
             "levels": res["schedule"]["levels"],
             "resources": {
                 k: config["runs"][run].get("resources", {}).get(k, v)
@@ -275,6 +276,7 @@ def preset_json():
         "speed": SPEED,
         "evaluation": config["evaluation"],
         "toy": config.get("toy", {}),
+        "curves": CURVES,
     }
 
 
@@ -418,14 +420,44 @@ def bench_inputs(wildcards):
 
 
 def bench_args(wildcards):
+    """`cdrl bench` options of a case. The preset's `repeats` is the number of interleaved rounds
+    (default 10); the bench refuses fewer than 2, so 1 (tiny, rehearsal) runs 2."""
     spec = SPEED[wildcards.case]
     args = []
     for side in ("cdrl", "drl"):
         kind, path = _bench_side(wildcards.case, side)
         args += [f"--{side}-run" if kind == "run" else f"--{side}", path]
-    args += ["--batch", spec.get("batch", 16), "--repeats", spec.get("repeats", 3)]
+    rounds = max(spec.get("repeats", 10), 2)
+    args += ["--batch", spec.get("batch", 16), "--rounds", rounds]
     if "train_batch" in spec:
         args += ["--train-batch", spec["train_batch"]]
     if "device" in spec:
         args += ["--device", spec["device"]]
     return " ".join(shlex.quote(str(a)) for a in args)
+
+
+# The speed benchmark runs with nothing beside it (rule bench, docs/speed.md). Locally Snakemake
+# limits only the resources given a total, so the workflow grants one unit of BENCH_RESOURCE
+# (unless --resources speed_bench=N says otherwise) and the bench job takes it; its threads are
+# all of the local cores as well, which alone already keeps every other job off them.
+BENCH_RESOURCE = "speed_bench"
+if BENCH_RESOURCE not in workflow.global_resources:
+    workflow.global_resources[BENCH_RESOURCE] = 1
+
+
+def bench_threads(wildcards):
+    """Threads the bench job claims: on a local run every core Snakemake was given
+    (workflow.cores), so that it schedules no job beside it; on a cluster executor the case's
+    threads (sbatch --cpus-per-task) in an exclusive allocation. A plain `threads:
+    workflow.cores` would fail while the Snakefile is parsed on a cluster run without --cores
+    (workflow.cores is then undefined and raises)."""
+    if workflow.local_exec:
+        return workflow.cores
+    return SPEED[wildcards.case].get("threads", 1)
+
+
+def bench_torch_threads(wildcards):
+    """Threads the bench itself uses (--threads, OMP_NUM_THREADS): the case's, on a local run at
+    most the cores Snakemake was given."""
+    threads = SPEED[wildcards.case].get("threads", 1)
+    return min(threads, workflow.cores) if workflow.local_exec else threads

@@ -135,26 +135,34 @@ rule ood:
         "--in-dist {params.in_dist:q} --ood {params.sets:q} --out {output:q} > {log:q} 2>&1"
 
 
+# The bench runs alone, so that no other job shares its cores while it times (docs/speed.md).
+# Locally it claims every core Snakemake was given (bench_threads: workflow.cores) and the one
+# unit of BENCH_RESOURCE that common.smk grants; the bench itself uses the case's threads
+# (bench_torch_threads). On SLURM its own allocation is exclusive (--exclusive).
 rule bench:
     input:
         bench_inputs,
     output:
-        "results/speed/{case}.csv",
+        summary="results/speed/{case}.csv",
+        rounds="results/speed/{case}.rounds.csv",
     log:
         "logs/speed/{case}.log",
     conda:
         "../../environment.yml"
-    threads: lambda wc: SPEED[wc.case].get("threads", 1)
+    threads: bench_threads
     resources:
         gpu=lambda wc: SPEED[wc.case].get("gpu", 0),
         runtime=config["sample_resources"]["runtime"],
         mem_mb=config["sample_resources"]["mem_mb"],
+        speed_bench=1,
+        slurm_extra="--exclusive",
     params:
         args=bench_args,
+        threads=bench_torch_threads,
         cuda=cuda_flag,
     shell:
-        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl bench {params.args} --threads {threads} "
-        "--out {output:q} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={params.threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl bench {params.args} "
+        "--threads {params.threads} --out {output.summary:q} > {log:q} 2>&1"
 
 
 rule downstream_tables:

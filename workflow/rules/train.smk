@@ -1,6 +1,8 @@
 # Training: the resolved run config is written first (a changed preset re-trains only the runs
 # whose config changed), then `cdrl train`, which resumes from results/runs/<run>/seed<s>/latest.json
 # when re-run. Checkpoints are never outputs; final.json marks a finished run.
+# A run that diverges is finished too (--on-divergence record): final.json says "diverged" and the
+# rest of the preset goes on; it is compared at its last good snapshot (docs/workflow.md).
 # The log gets one line per train.log_every iterations (iteration, loss, s/it, ETA) as it trains.
 # Snakemake deletes a job's log before every attempt, so the log is a hard link to
 # <log>.attempts.log, which it does not know about: a requeued or retried job appends to the
@@ -52,4 +54,5 @@ rule train:
         ">> {log:q} && "
         "OMP_NUM_THREADS={params.omp} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl train "
         "--config {input.cfg:q} --run-dir {params.run_dir:q} --replace-changed --no-progress "
+        "--on-divergence record "
         ">> {log:q} 2>&1"
