@@ -34,9 +34,14 @@ if not workflow.overwrite_configfiles:
     configfile: os.path.join(workflow.basedir, "workflow", "config", "smoke.yaml")
 
 
-from cdrl.report.experiments import apply_every_run
+from cdrl.report.experiments import apply_every_run, select_part
 
 config.update(apply_every_run(config))
+# --config part=NAME: only that part of the preset (its claims and what they read).
+if config.get("part"):
+    _part = select_part(config)
+    config.clear()
+    config.update(_part)
 
 
 report: "workflow/report/workflow.rst"

@@ -201,3 +201,44 @@ def test_training_cost_from_stats(tmp_path):
     assert row["unit"] == "GPU-hours" and row["peak_mem_mb"] == 1000.0
     view = tables.cost_view(cost).df.iloc[0]
     assert view["s / iteration"] == "2 (1 seed)" and view["device-hours unit"] == "GPU-hours"
+
+
+# ----------------------------------------------------------------------------- parts
+def _mnist() -> dict:
+    return yaml.safe_load((PRESETS / "mnist.yaml").read_text())
+
+
+def test_mnist_parts_plan_only_what_their_claims_read():
+    from cdrl.report.experiments import select_part
+
+    preset = _mnist()
+    head = select_part({**preset, "part": "headline"})
+    assert sorted(head["runs"]) == ["mnist_cdrl", "mnist_drl"]
+    assert [c["id"] for c in head["claims"]] == ["C1", "C2", "C3", "C6"]
+    assert set(head["tables"]["sampling_steps"]) == {"mnist_cdrl", "mnist_drl"}
+    assert head["curves"]["runs"] == ["mnist_cdrl", "mnist_drl"] and "mnist16" in head["speed"]
+    assert "downstream" not in head and head["tables"]["ablations"] == {}
+    vr = select_part({**preset, "part": "variance_reduction"})
+    assert sorted(vr["runs"]) == ["mnist_cdrl", "mnist_cdrl_no_vr"]
+    assert vr["tables"]["sampling_steps"] == {} and "speed" not in vr and "headline" not in \
+        vr["tables"] and list(vr["tables"]["ablations"]) == ["variance_reduction"]
+    down = select_part({**preset, "part": "downstream"})
+    assert set(down["downstream"]) == {"guidance", "ood", "inpaint", "compose"}
+    assert {"mnist_cond", "toy_compose", "mnist_cdrl_k30"} <= set(down["runs"])
+    assert "curves" not in down and down["tables"]["sampling_steps"] == {}
+    # Every run and claim falls in some part, and the whole preset is untouched without one.
+    parts = [select_part({**preset, "part": p}) for p in preset["parts"]]
+    assert set().union(*(p["runs"] for p in parts)) == set(preset["runs"])
+    assert sorted(c["id"] for p in parts for c in p["claims"]) == sorted(
+        c["id"] for c in preset["claims"])
+    assert select_part(preset) is preset
+
+
+def test_an_unknown_part_or_claim_is_named():
+    from cdrl.report.experiments import select_part
+
+    with pytest.raises(ConfigError, match="'nope' is not defined under 'parts:'.*headline"):
+        select_part({**_mnist(), "part": "nope"})
+    bad = {**_mnist(), "part": "x", "parts": {"x": {"claims": ["C99"]}}}
+    with pytest.raises(ConfigError, match=r"\['C99'\] are not claims"):
+        select_part(bad)

@@ -156,6 +156,20 @@ def test_train_is_train_plus_valid_and_bytes_are_exact(staged):
         small.images.numpy(), content["bytes"][2].reshape(-1, 1, 28, 28))
 
 
+def test_mnist16_is_the_area_mean_of_the_28_pixel_images_rounded(staged):
+    root = staged[0]
+    x28 = load_image_dataset("mnist28", root, "test").images.double()
+    x16 = load_image_dataset("mnist16", root, "test")
+    assert x16.shape == (1, 16, 16) and x16.images.dtype == torch.uint8
+    # Output pixel (i, j) averages the 28x28 rows [floor(28 i / 16), ceil(28 (i + 1) / 16)).
+    lo = [28 * i // 16 for i in range(16)]
+    hi = [-(-28 * (i + 1) // 16) for i in range(16)]
+    i, j = 5, 11
+    want = x28[:, 0, lo[i]:hi[i], lo[j]:hi[j]].mean(dim=(1, 2)).round()
+    assert torch.equal(x16.images[:, 0, i, j].double(), want)
+    assert np.array_equal(x16.labels.numpy(), staged[3]["labels"][2])
+
+
 def test_missing_file_names_the_path_and_the_stage_command(tmp_path):
     with pytest.raises(DatasetError) as err:
         load_image_dataset("mnist", tmp_path, "train")
@@ -222,6 +236,36 @@ def test_features_shapes_and_28_pixel_inputs_padded_like_the_dataset(staged, tin
     assert torch.equal(fe(x28.repeat(1, 3, 1, 1))[0], feat)
     with pytest.raises(FileNotFoundError, match="ensure_mnist_weights"):
         mf.MnistFeatureExtractor("mnist-cnn", ["mnist-128"], feature_extractor_weights_path=None)
+
+
+def test_the_16_pixel_configuration_trains_on_mnist16_and_scores_confidence(staged, tmp_path):
+    root = staged[0]
+    path = tmp_path / "w16" / "mnist16-cnn.pth"
+    info = mf.ensure_mnist_weights(path, data_root=root, min_accuracy=0.0, epochs=1,
+                                   config=mf.MNIST16)
+    assert info["extractor"] == "mnist16-cnn" and info["size"] == 16
+    assert "mnist16" in info["data"]["dataset"]
+    fe = mf.Mnist16FeatureExtractor("mnist16-cnn", ["mnist16-128", "mnist16-logits"],
+                                    feature_extractor_weights_path=str(path))
+    x16 = load_image_dataset("mnist16", root, "test").images
+    x28 = load_image_dataset("mnist28", root, "test").images
+    feat, logits = fe(x16.repeat(1, 3, 1, 1))
+    assert feat.shape == (10, 128) and logits.shape == (10, 10)
+    # A 28x28 input is area-resized exactly as the dataset is (up to the dataset's rounding).
+    assert torch.allclose(mf.to_grey(x28, 16), mf.to_grey(x16, 16), atol=0.5 / 255 + 1e-6)
+    proba = mf.predict_proba(path, x16, mf.MNIST16)
+    assert proba.shape == (10, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    share = ev.confident_share(x16.numpy(), "mnist16", path)
+    assert share == pytest.approx(float((proba.max(1) >= ev.CONFIDENT_P).mean()))
+    assert ev.confident_share(x16.numpy()[:0], "mnist16", path) is None
+    np.savez(tmp_path / "s.npz", x=x16.numpy())
+    res = ev.evaluate(tmp_path / "s.npz", tmp_path / "s.npz", metrics="fid,conf",
+                      extractor="mnist16", weights_path=path, cache_root=tmp_path / "cache")
+    assert abs(res["fid"]) < 1e-3 and res["confident_share"] == pytest.approx(share)
+    assert res["provenance"]["feature_extractor"] == "mnist16-cnn"
+    inc = ev.evaluate(tmp_path / "s.npz", tmp_path / "s.npz", metrics="conf", extractor="digits",
+                      cache_root=tmp_path / "cache")
+    assert inc["confident_share"] is None and "not a digit classifier" in inc["unavailable"]["conf"]
 
 
 def test_registered_with_torch_fidelity_and_used_by_evaluate(staged, tiny_weights, tmp_path):

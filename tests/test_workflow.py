@@ -107,28 +107,35 @@ def test_paper_dry_run_plans_the_full_reproduction(tmp_path):
 
 
 def test_mnist_dry_run_plans_the_deciding_preset(tmp_path):
-    """The MNIST preset: 3 seeds for every run a 3-seed claim compares (C1, C4, C5), a snapshot
-    sample and evaluation per learning-curve point, Inception on the headline runs only, against
-    the fixed 2,000-image subset, and the claims table and learning-curve figure."""
+    """The MNIST preset at 16x16: 5 seeds for every run a claim compares over seeds (C1, C4, C5),
+    a 500-sample snapshot evaluation per learning-curve point with the 16x16 MNIST CNN (FID, KID
+    and the p >= 0.9 share), and the claims tables; a part plans only its own claims' work."""
     work = _staged_datasets(tmp_path)
-    proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n", "-p",
-                           "all", "--configfile", str(ROOT / "workflow/config/mnist.yaml")],
-                          cwd=work, capture_output=True, text=True, env=_env(), timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+
+    def plan(*extra):
+        proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
+                               "-p", "all", "--configfile", str(ROOT / "workflow/config/mnist.yaml"),
+                               *extra], cwd=work, capture_output=True, text=True, env=_env(),
+                              timeout=300)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-5000:]
+        return out
+
+    out = plan()
     for run in ("mnist_cdrl", "mnist_drl", "mnist_cdrl_drl_schedule", "mnist_cdrl_no_vr"):
-        for seed in (0, 1, 2):
+        for seed in range(5):
             assert f"results/runs/{run}/seed{seed}/final.json" in out, (run, seed)
-    assert "results/runs/mnist_cdrl_k30/seed1/" not in out  # one seed where no claim needs three
-    for it in (160, 320, 480, 640, 800):
-        assert f"results/metrics/mnist_drl/seed2/it{it}-n200-mnist.json" in out, it
-    assert "results/metrics/mnist_cdrl/seed1/k15-n300-inception.json" in out
-    assert "--reference mnist28:test:2000 --extractor inception" in out
-    assert "--reference mnist28:test --extractor mnist" in out
-    assert "results/metrics/mnist_cdrl_no_vr/seed0/k15-n300-inception.json" not in out
+    assert "results/runs/mnist_cdrl_k30/seed1/" not in out  # one seed where no claim needs five
+    for it in (2000, 4000, 6000, 8000):
+        assert f"results/metrics/mnist_drl/seed4/it{it}-n500-mnist16.json" in out, it
+    assert "--reference mnist16:test --metrics fid,kid,conf --extractor mnist16" in out
+    assert "--on-divergence record" in out
     for target in ("results/figures/learning_curves.png", "results/tables/claims.md",
-                   "results/figures/guidance.png"):
+                   "results/tables/claims_curve.csv", "results/figures/guidance.png"):
         assert target in out, target
+    head = plan("--config", "part=headline")
+    assert "results/runs/mnist_drl/seed4/final.json" in head and "mnist_cdrl_no_vr" not in head
+    assert "results/speed/mnist16.csv" in head and "mnist_cond" not in head
 
 
 def test_lint_is_clean():

@@ -3,11 +3,12 @@ is compared with the label it was drawn for (the paper's guidance trade-off, spe
 accuracy per guidance weight w).
 
     cdrl class-accuracy --samples results/samples/cond/seed0/guided-w1.npz --out acc.json \\
-        [--classifier digits-cnn|mnist-cnn] [--weights PATH]
+        [--classifier digits-cnn|mnist-cnn|mnist16-cnn] [--weights PATH]
 
 ``digits-cnn`` (the default) is the scikit-learn digits CNN of ``cdrl.eval.digits_features``,
 trained on first use in seconds; ``mnist-cnn`` is the MNIST CNN of ``cdrl.eval.mnist_features``
-(>= 99 % on the MNIST test set), trained on first use from the staged MNIST files.
+(>= 99 % on the MNIST test set), trained on first use from the staged MNIST files, and
+``mnist16-cnn`` its 16x16 configuration (``mnist16``).
 """
 
 from __future__ import annotations
@@ -34,17 +35,19 @@ def _digits_cnn(weights: Path) -> tuple[Predictor, dict]:
     return lambda x: net(to_grey16(x))[1].argmax(1).numpy(), info
 
 
-def _mnist_cnn(weights: Path) -> tuple[Predictor, dict]:
-    from cdrl.eval.mnist_features import ensure_mnist_weights, predict_labels
+def _mnist_cnn(weights: Path, size: int = 32) -> tuple[Predictor, dict]:
+    from cdrl.eval.mnist_features import CNN_CONFIGS, ensure_mnist_weights, predict_labels
 
-    info = ensure_mnist_weights(weights)
-    return lambda x: predict_labels(weights, x), info
+    config = CNN_CONFIGS["mnist16" if size == 16 else "mnist"]
+    info = ensure_mnist_weights(weights, config=config)
+    return lambda x: predict_labels(weights, x, config), info
 
 
 # Classifier name -> (builder, default weights file).
 CLASSIFIERS: dict[str, tuple[Callable[[Path], tuple[Predictor, dict]], str]] = {
     "digits-cnn": (_digits_cnn, "resources/weights/digits-cnn.pth"),
     "mnist-cnn": (_mnist_cnn, "resources/weights/mnist-cnn.pth"),
+    "mnist16-cnn": (lambda w: _mnist_cnn(w, 16), "resources/weights/mnist16-cnn.pth"),
 }
 
 
@@ -95,7 +98,8 @@ def add_cli(subparsers) -> None:
     a.add_argument("--samples", required=True, help=".npz from cdrl sample --labels (x_uint8)")
     a.add_argument("--out", required=True, help="JSON: class_accuracy, num, per_class, meta")
     a.add_argument("--classifier", choices=sorted(CLASSIFIERS), default="digits-cnn",
-                   help="digits-cnn (scikit-learn digits) or mnist-cnn (MNIST, needs it staged)")
+                   help="digits-cnn (scikit-learn digits), mnist-cnn or mnist16-cnn (MNIST at "
+                        "32 or 16 px, needs it staged)")
     a.add_argument("--weights", default=None,
                    help="classifier weights (default: resources/weights/<classifier>.pth)")
     a.set_defaults(func=_cmd_class_accuracy)

@@ -368,10 +368,14 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
 
     t0 = time.perf_counter()
     asked = _parse_metrics(metrics)
-    x, meta = load_images(samples)
-    if not len(x) and meta.get("diverged"):  # `cdrl sample` of a diverged run without weights
+    # A diverged run's empty sample file needs no weights; otherwise missing weights are
+    # reported before missing samples, as they are what a fresh checkout lacks.
+    x, meta = load_images(samples) if Path(samples).exists() else (None, None)
+    if x is not None and not len(x) and meta.get("diverged"):
         return _diverged_result(samples, x, meta, asked, reference, extractor, seed, out)
     fe_name, w_path, w_sha, isc_ok = _prepare_extractor(extractor, weights_path)
+    if x is None:
+        x, meta = load_images(samples)
     _log(f"{extractor} extractor {fe_name}, weights {w_path} (sha256 {w_sha[:12]})")
     _log(f"{len(x)} samples {list(x.shape[1:])} from {samples}")
     flags, unavailable = set(asked), {}

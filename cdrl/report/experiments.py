@@ -23,8 +23,8 @@ import yaml
 
 from cdrl.core.config import ConfigError, config_from_dict, config_to_dict
 
-__all__ = ["resolve_run", "apply_overrides", "apply_every_run", "run_seeds", "run_label",
-           "run_instances"]
+__all__ = ["resolve_run", "apply_overrides", "apply_every_run", "select_part", "claim_runs",
+           "run_seeds", "run_label", "run_instances"]
 
 
 def apply_overrides(cfg: dict, overrides: dict, where: str = "set") -> dict:
@@ -69,6 +69,74 @@ def apply_every_run(preset: dict) -> dict:
         if "resources" in every:
             spec["resources"] = {**(spec.get("resources") or {}), **every["resources"]}
     return out
+
+
+DOWNSTREAM_KINDS = ("guidance", "ood", "compose", "inpaint")
+
+
+def claim_runs(preset: dict, claim: dict) -> list[str]:
+    """The runs a claim reads: its compared pair, its swept run, or its downstream task's run."""
+    kind = claim.get("kind")
+    if kind in DOWNSTREAM_KINDS:
+        task = (preset.get("downstream") or {}).get(kind)
+        return [task["run"]] if task else []
+    runs = list((claim.get("compare") or {}).values())
+    return runs + ([claim["run"]] if claim.get("run") else [])
+
+
+def select_part(preset: dict) -> dict:
+    """The preset cut down to its ``part:`` (a name under ``parts:``): the claims that part
+    lists, the runs they read plus the part's own ``runs:``, and only the tables, sweeps,
+    curves, downstream tasks and speed cases of those. A part plans, trains and evaluates only
+    what its claims need, so a long preset runs as pieces that each fit a working day; running
+    every part together plans each shared run once. Without ``part:`` the preset is returned."""
+    name = preset.get("part")
+    if not name:
+        return preset
+    parts = preset.get("parts") or {}
+    if name not in parts:
+        raise ConfigError(f"part: {name!r} is not defined under 'parts:' (defined: "
+                          f"{', '.join(sorted(parts)) or 'none'})")
+    spec = parts[name]
+    ids = list(spec.get("claims", []))
+    known = {c["id"]: c for c in preset.get("claims", [])}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ConfigError(f"parts.{name}.claims: {unknown} are not claims of this preset "
+                          f"(claims: {', '.join(known) or 'none'})")
+    claims = [known[i] for i in ids]
+    runs = list(dict.fromkeys([r for c in claims for r in claim_runs(preset, c)]
+                              + list(spec.get("runs", []))))
+    for run in runs:
+        _spec(preset, run)
+    out = copy.deepcopy(preset)
+    out["runs"] = {r: out["runs"][r] for r in runs}
+    out["claims"] = claims
+    keep = set(runs)
+    tables = out.get("tables", {})
+    if "headline" in tables and not set(tables["headline"].values()) <= keep:
+        del tables["headline"]
+    tables["main"] = [r for r in tables.get("main", []) if r in keep] or runs[:1]
+    tables["ablations"] = {k: {**v, "runs": [r for r in v["runs"] if r in keep]}
+                           for k, v in tables.get("ablations", {}).items()
+                           if len([r for r in v["runs"] if r in keep]) > 1}
+    # Step sweeps and curves cost many samples: only where a kept claim reads them.
+    swept = {r for c in claims if c["kind"] in ("equal_time", "steps_shape")
+             for r in claim_runs(preset, c)}
+    tables["sampling_steps"] = {r: ks for r, ks in tables.get("sampling_steps", {}).items()
+                                if r in swept}
+    curved = {r for c in claims if c.get("curve") for r in claim_runs(preset, c)}
+    kinds = {c["kind"] for c in claims}
+    out["downstream"] = {k: v for k, v in (out.get("downstream") or {}).items()
+                         if k in kinds and v["run"] in keep}
+    cases = {c.get("speed_case") for c in claims if c["kind"] == "speed"}
+    out["speed"] = {k: v for k, v in (out.get("speed") or {}).items() if k in cases}
+    if out.get("curves"):
+        curve_runs = [r for r in out["curves"]["runs"] if r in curved]
+        out["curves"] = {**out["curves"], "runs": curve_runs} if curve_runs else {}
+    if out.get("toy", {}).get("runs"):
+        out["toy"] = {**out["toy"], "runs": [r for r in out["toy"]["runs"] if r in keep]}
+    return {k: v for k, v in out.items() if v != {} or k in ("runs", "tables", "evaluation")}
 
 
 def run_seeds(preset: dict, run: str) -> list[int]:

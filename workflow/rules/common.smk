@@ -408,7 +408,7 @@ def _bench_side(case, side):
     if f"{side}_run" in spec:
         run = spec[f"{side}_run"]
         return "run", f"results/runs/{run}/seed{first_seed(run)}"
-    return "config", f"{EXPERIMENTS_DIR}/{spec[side + '_config']}.yaml"
+    return "config", f"{EXPERIMENTS_DIR}/{spec[f'{side}_config']}.yaml"
 
 
 def bench_inputs(wildcards):
