@@ -19,8 +19,9 @@ import shutil
 import sys
 from pathlib import Path
 
-TABLES = ["claims", "main", "ablations", "sampling_steps", "training_cost", "learning_curves",
-          "guidance", "ood", "inpaint", "compose", "speed"]
+TABLES = ["claims", "claims_curve", "main", "ablations", "sampling_steps", "training_cost",
+          "learning_curves", "guidance", "ood", "inpaint", "compose", "speed"]
+# Taken when the preset (or its part) drew them; the --figure ones are required.
 FIGURES = ["learning_curves.png", "fid_vs_steps.png", "guidance.png", "training_curves.png"]
 SIZE_LIMIT = 5 * 2**20  # the reference stays "a few MB at most"
 
@@ -47,7 +48,8 @@ def collect(workdir: Path, out: Path, figures_extra: list[str]) -> list[Path]:
             if path.is_file() or name in ("claims", "main", "learning_curves"):
                 wanted.append((path, out / "tables" / path.name))
     for rel in FIGURES + figures_extra:
-        wanted.append((res / "figures" / rel, out / "figures" / rel))
+        if rel in figures_extra or (res / "figures" / rel).is_file():
+            wanted.append((res / "figures" / rel, out / "figures" / rel))
     missing = [str(src) for src, _ in wanted if not src.is_file()]
     if missing:
         raise SystemExit("collect_reference: missing " + ", ".join(missing) +

@@ -97,3 +97,15 @@ def test_curve_table_and_figure(tmp_path):
     assert (tmp_path / "fig.png").stat().st_size > 1000 and (tmp_path / "fig.pdf").is_file()
     with pytest.raises(ValueError, match="not a snapshot metric file"):
         curve_rows([tmp_path / "k15-n50-mnist.json"], dirs, {})
+
+
+def test_a_diverged_runs_curve_stops_at_its_last_good_snapshot(tmp_path):
+    d = tmp_path / "results/runs/b/seed0"
+    d.mkdir(parents=True)
+    (d / "stats.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "sec_per_iter": 1.0}) + "\n" for i in (50, 100, 150)))
+    files = [_point(tmp_path, "b", 0, 100, 30.0)]
+    dead = tmp_path / "results/metrics/b/seed0/it200-n50-mnist.json"
+    dead.write_text(json.dumps({"fid": None, "kid_mean": None, "diverged": True}))
+    rows = curve_rows(files + [dead], {"b/seed0": d}, {"b": "DRL"})
+    assert [(r["iteration"], r["fid"]) for r in rows] == [(100, 30.0)]

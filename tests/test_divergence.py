@@ -157,6 +157,10 @@ def test_no_good_snapshot(digits_without_snapshot, tmp_path):
     write_samples(out, x, levels, meta)
     with np.load(out) as npz:
         assert npz["x_uint8"].shape == (0, 16, 16, 1)
+    from cdrl.report.figures import sample_grid
+
+    sample_grid(out, tmp_path / "grid.png", "diverged")  # a note instead of a grid
+    assert (tmp_path / "grid.png").stat().st_size > 1000
 
 
 def test_evaluation_of_no_images_is_null(digits_without_snapshot, tmp_path):

@@ -183,10 +183,18 @@ def test_end_to_end_tiny_preset(tmp_path):
         for ext in ("csv", "md", "tex"):
             assert (res / "tables" / f"{name}.{ext}").stat().st_size > 50, (name, ext)
     claims = pd.read_csv(res / "tables" / "claims.csv")
+    stability = claims[claims.claim == "stability"]
+    claims = claims[claims.claim != "stability"]
     assert sorted(set(claims["claim"]), key=lambda c: int(c[1:])) == [f"C{i}" for i in range(1, 11)]
     assert set(claims["verdict"]) <= {"reproduced", "not reproduced", "inconclusive"}
     # One seed: every claim decided by sampled data is inconclusive (C2's exact counts may decide).
     assert (claims[claims.claim != "C2"]["verdict"] == "inconclusive").all()
+    # Every compared run finished; C1 is also tested at each snapshot (3 and 6 iterations).
+    assert set(stability["a"]) >= {"CDRL", "DRL"} and (stability["a_mean"] == 1).all()
+    curve = pd.read_csv(res / "tables" / "claims_curve.csv")
+    assert list(curve[curve.clock == "iterations"]["point"]) == [3, 6]
+    assert set(curve["verdict"]) == {"inconclusive"}  # one seed a side
+    assert "Claims along the learning curve" in (res / "tables" / "claims.md").read_text()
     assert (res / "tables" / "claims.md").stat().st_size > 1000
     main = pd.read_csv(res / "tables" / "main.csv")
     assert set(main["run"]) == {"digits_cdrl", "digits_drl"}

@@ -8,6 +8,9 @@ each line's ``sec_per_iter`` times the iterations since the line before it, summ
 that were interrupted and resumed count once, since a resume truncates the lines after its
 checkpoint); between two lines it is interpolated linearly.
 
+A run that diverged (``cdrl train --on-divergence record``) has metric files with null values
+for the snapshots after its divergence: its curve stops at its last good snapshot.
+
 Whether a curve levels off is for the reader of the figure to see: nothing here fits or asserts
 a plateau. The table carries the last-two-points change (``delta_last``) so a reader can check
 the figure against numbers.
@@ -51,7 +54,10 @@ def curve_rows(metric_files, run_dirs: dict[str, Path], labels: dict[str, str]) 
         if m is None:
             raise ValueError(f"{path} is not a snapshot metric file "
                              "(results/metrics/<run>/seed<s>/it<i>-n<n>-<extractor>.json)")
-        points.append((m, json.loads(Path(path).read_text())))
+        res = json.loads(Path(path).read_text())
+        if res.get("fid") is None and res.get("diverged"):
+            continue  # a snapshot after the run diverged: no weights, no point
+        points.append((m, res))
     rows = []
     for key in sorted({f"{m['run']}/seed{m['seed']}" for m, _ in points}):
         mine = [(m, res) for m, res in points if f"{m['run']}/seed{m['seed']}" == key]

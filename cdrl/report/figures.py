@@ -44,12 +44,18 @@ def image_grid(x_uint8: np.ndarray) -> np.ndarray:
 
 
 def sample_grid(samples: str | Path, out: str | Path, title: str, n: int = 64) -> None:
-    """The first ``n`` images of a ``cdrl sample`` .npz as a square grid."""
+    """The first ``n`` images of a ``cdrl sample`` .npz as a square grid (a note instead for the
+    empty file of a run that diverged before its first snapshot)."""
     with np.load(samples) as npz:
-        grid = image_grid(npz["x_uint8"][:n])  # [N, H, W, C] -> [H', W', 3]
+        x = npz["x_uint8"][:n]
+        meta = json.loads(str(npz["meta"])) if "meta" in npz else {}
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4, 4.3))
-    ax.imshow(grid, interpolation="nearest")
+    if len(x):
+        ax.imshow(image_grid(x), interpolation="nearest")  # [N, H, W, C] -> [H', W', 3]
+    else:
+        ax.text(0.5, 0.5, meta.get("reason", "no samples"), ha="center", va="center",
+                wrap=True, fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     save(fig, out)
