@@ -126,7 +126,7 @@ def test_mnist_dry_run_plans_the_deciding_preset(tmp_path):
         for seed in range(5):
             assert f"results/runs/{run}/seed{seed}/final.json" in out, (run, seed)
     assert "results/runs/mnist_cdrl_k30/seed1/" not in out  # one seed where no claim needs five
-    for it in (2000, 4000, 6000, 8000):
+    for it in (1500, 3000, 4500, 6000):
         assert f"results/metrics/mnist_drl/seed4/it{it}-n500-mnist16.json" in out, it
     assert "--reference mnist16:test --metrics fid,kid,conf --extractor mnist16" in out
     assert "--on-divergence record" in out

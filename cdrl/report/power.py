@@ -47,13 +47,16 @@ def _se_df(sd: float, n: int) -> tuple[float, float]:
 
 def power(sd: float, delta: float, n: int, alpha: float = 0.05) -> float:
     """Power of the two-sided test at ``alpha`` for a true difference ``delta``, n seeds a side."""
-    from scipy.stats import nct
+    from scipy.stats import nct, norm
 
     se, df = _se_df(sd, n)
     if se == 0:
         return 1.0
     crit, nc = t_ppf(1 - alpha / 2, df), abs(delta) / se
-    return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+    p = float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+    # SciPy's noncentral t gives NaN far in its tail (large nc); there the power is the normal
+    # approximation's, which is 1 to many digits.
+    return p if math.isfinite(p) else float(norm.sf(crit - nc))
 
 
 def ci_width(sd: float, n: int, alpha: float = 0.05) -> float:
