@@ -445,19 +445,30 @@ if BENCH_RESOURCE not in workflow.global_resources:
     workflow.global_resources[BENCH_RESOURCE] = 1
 
 
+def _local_cores():
+    """The cores of a local run, or None: on a cluster executor, and where no run is planned
+    (--report, --lint), workflow.cores is undefined and raises."""
+    if not workflow.local_exec:
+        return None
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
 def bench_threads(wildcards):
     """Threads the bench job claims: on a local run every core Snakemake was given
     (workflow.cores), so that it schedules no job beside it; on a cluster executor the case's
     threads (sbatch --cpus-per-task) in an exclusive allocation. A plain `threads:
     workflow.cores` would fail while the Snakefile is parsed on a cluster run without --cores
     (workflow.cores is then undefined and raises)."""
-    if workflow.local_exec:
-        return workflow.cores
-    return SPEED[wildcards.case].get("threads", 1)
+    cores = _local_cores()
+    return cores if cores is not None else SPEED[wildcards.case].get("threads", 1)
 
 
 def bench_torch_threads(wildcards):
     """Threads the bench itself uses (--threads, OMP_NUM_THREADS): the case's, on a local run at
     most the cores Snakemake was given."""
     threads = SPEED[wildcards.case].get("threads", 1)
-    return min(threads, workflow.cores) if workflow.local_exec else threads
+    cores = _local_cores()
+    return min(threads, cores) if cores is not None else threads
