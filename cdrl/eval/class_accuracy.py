@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,10 @@ def _digits_cnn(weights: Path) -> tuple[Predictor, dict]:
     return lambda x: net(to_grey16(x))[1].argmax(1).numpy(), info
 
 
-def _mnist_cnn(weights: Path, size: int = 32) -> tuple[Predictor, dict]:
+def _mnist_cnn(weights: Path, dataset: str = "mnist") -> tuple[Predictor, dict]:
     from cdrl.eval.mnist_features import CNN_CONFIGS, ensure_mnist_weights, predict_labels
 
-    config = CNN_CONFIGS["mnist16" if size == 16 else "mnist"]
+    config = CNN_CONFIGS[dataset]
     info = ensure_mnist_weights(weights, config=config)
     return lambda x: predict_labels(weights, x, config), info
 
@@ -47,7 +48,7 @@ def _mnist_cnn(weights: Path, size: int = 32) -> tuple[Predictor, dict]:
 CLASSIFIERS: dict[str, tuple[Callable[[Path], tuple[Predictor, dict]], str]] = {
     "digits-cnn": (_digits_cnn, "resources/weights/digits-cnn.pth"),
     "mnist-cnn": (_mnist_cnn, "resources/weights/mnist-cnn.pth"),
-    "mnist16-cnn": (lambda w: _mnist_cnn(w, 16), "resources/weights/mnist16-cnn.pth"),
+    "mnist16-cnn": (partial(_mnist_cnn, dataset="mnist16"), "resources/weights/mnist16-cnn.pth"),
 }
 
 

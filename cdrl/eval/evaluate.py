@@ -60,17 +60,14 @@ METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "isc": ("isc_mea
 # at least CONFIDENT_P: FID alone can be gamed by blurry averages and this alone by a few clean
 # modes, so the two are reported side by side. Only the MNIST CNNs (classifiers) provide it.
 CONFIDENT_P = 0.9
-CONF_EXTRACTORS = ("mnist", "mnist16")
+CONF_EXTRACTORS = tuple(mnist_features.CNN_CONFIGS)  # "mnist", "mnist16"
 FIDELITY_KEYS = {"fid": "frechet_inception_distance", "kid_mean": "kernel_inception_distance_mean",
                  "kid_std": "kernel_inception_distance_std", "isc_mean": "inception_score_mean",
                  "isc_std": "inception_score_std", "precision": "precision", "recall": "recall"}
 DEFAULT_WEIGHTS = {"inception": Path("resources/weights") / inception_weights.FID_PORT_FILE,
                    "digits": Path("resources/weights/digits-cnn.pth"),
-                   "mnist": mnist_features.DEFAULT_WEIGHTS,
-                   "mnist16": mnist_features.MNIST16.weights}
-
-
-EXTRACTORS = ["inception", "digits", "mnist", "mnist16"]
+                   **{name: c.weights for name, c in mnist_features.CNN_CONFIGS.items()}}
+EXTRACTORS = list(DEFAULT_WEIGHTS)
 
 
 class EvaluationError(RuntimeError):
@@ -237,7 +234,7 @@ def _prepare_extractor(extractor: str, weights_path) -> tuple[str, Path, str, bo
         path = Path(weights_path or DEFAULT_WEIGHTS["digits"])
         info = digits_features.ensure_digits_weights(path)
         return digits_features.register_digits_extractor(), path, info["sha256"], True
-    if extractor in ("mnist", "mnist16"):
+    if extractor in mnist_features.CNN_CONFIGS:
         config = mnist_features.CNN_CONFIGS[extractor]
         path = Path(weights_path or DEFAULT_WEIGHTS[extractor])
         try:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cdrl.report.claim_stats import two_group
+from cdrl.report.curves import snapshot_iterations, train_seconds
 
 __all__ = ["holm", "curve_claim_rows", "curve_markdown", "CURVE_COLUMNS", "CURVE_RULE",
            "curve_files"]
@@ -64,8 +65,7 @@ def _point_file(root: Path, run: str, seed: int, it: int, n: int, ex: str) -> Pa
 
 def _snapshots(preset: dict, run: str) -> list[int]:
     spec = preset["runs"][run]
-    every = spec.get("snapshot_every") or 0
-    return list(range(every, spec["iterations"] + 1, every)) if every > 0 else []
+    return snapshot_iterations(spec.get("snapshot_every") or 0, spec["iterations"])
 
 
 def _extractor(preset: dict, run: str, spec: dict) -> str | None:
@@ -117,8 +117,6 @@ def _series(preset: dict, root: Path, run: str, spec: dict) -> dict[int, dict[in
 
 
 def _seconds(root: Path, run: str, seed: int, its: list[int]) -> dict[int, float]:
-    from cdrl.report.curves import train_seconds
-
     stats = root / "runs" / run / f"seed{seed}" / "stats.jsonl"
     if not its or not stats.is_file():
         return {}
@@ -139,9 +137,8 @@ def _mean(v: list[float]) -> float | None:
 
 def _row(spec, clock, point, la, ita, va, lb, itb, vb) -> dict:
     test = two_group(va, vb, spec["better"], "welch", spec["alpha"])
-    mean = _mean
     return {"claim": spec["id"], "clock": clock, "point": point, "a": la, "a_iteration": ita,
-            "a_mean": mean(va), "a_n": len(va), "b": lb, "b_iteration": itb, "b_mean": mean(vb),
+            "a_mean": _mean(va), "a_n": len(va), "b": lb, "b_iteration": itb, "b_mean": _mean(vb),
             "b_n": len(vb), "estimate": test.estimate, "effect_low": test.low,
             "effect_high": test.high, "p_value": test.p_value}
 

@@ -24,10 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["train_seconds", "curve_rows", "curve_table", "learning_curves_figure"]
+__all__ = ["snapshot_iterations", "train_seconds", "curve_rows", "curve_table", "learning_curves_figure"]
 
 _POINT = re.compile(r"results/metrics/(?P<run>[^/]+)/seed(?P<seed>\d+)/it(?P<it>\d+)-n(?P<n>\d+)"
                     r"-(?P<extractor>[A-Za-z0-9_]+)\.json$")
+
+
+def snapshot_iterations(every: int, iterations: int) -> list[int]:
+    """The iterations at which a run with ``train.snapshot_every: every`` keeps snapshots."""
+    return list(range(every, iterations + 1, every)) if every > 0 else []
 
 
 def train_seconds(stats: str | Path, iterations) -> list[float]:

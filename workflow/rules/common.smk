@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 from cdrl.core.config import ConfigError
+from cdrl.report.curves import snapshot_iterations as curve_snapshots
 from cdrl.report.experiments import resolve_run, run_instances, run_label, run_seeds
 from cdrl.report.preflight import (
     format_problems,
@@ -179,7 +180,7 @@ def snapshot_iterations(run):
         raise ValueError(
             f"curves: run {run!r} keeps no snapshots; add train.snapshot_every: N to its set:"
         )
-    return list(range(every, res["iterations"] + 1, every))
+    return curve_snapshots(every, res["iterations"])
 
 
 def curve_metric_files():
