@@ -10,7 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "sha256_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "csv_text",
+           "sha256_file"]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -61,3 +62,16 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def csv_text(rows, columns: list[str], cell=lambda v: "" if v is None else v) -> str:
+    """``rows`` (dicts) as CSV text with a header of ``columns``, each value through ``cell``
+    (default: None as an empty cell), ``\n`` line ends; for ``atomic_write_text``."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: cell(v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()

@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import statistics
 import time
@@ -56,7 +54,7 @@ import torch
 import yaml
 
 from cdrl.core.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
-from cdrl.io import atomic_write_text
+from cdrl.io import atomic_write_text, csv_text
 from cdrl.report.claim_stats import paired_ratio
 from cdrl.report.render import Sources, View, fmt, markdown
 
@@ -426,14 +424,6 @@ def rounds_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.rounds.csv")
 
 
-def _csv_text(rows: list[dict], columns: list[str], cell=_fmt) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows({k: cell(v) for k, v in r.items()} for r in rows)
-    return buf.getvalue()
-
-
 def write_tables(rows: list[dict], meta: dict, out: Path, rounds: list[dict] | None = None
                  ) -> Path:
     """``out`` (CSV, one row per quantity), ``out`` with ``.md`` (``speed_view``) and, given
@@ -441,9 +431,9 @@ def write_tables(rows: list[dict], meta: dict, out: Path, rounds: list[dict] | N
     import pandas as pd
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, _csv_text(rows, COLUMNS + RATIO_COLUMNS))
+    atomic_write_text(out, csv_text(rows, COLUMNS + RATIO_COLUMNS, cell=_fmt))
     if rounds is not None:
-        atomic_write_text(rounds_path(out), _csv_text(rounds, ROUND_COLUMNS, cell=str))
+        atomic_write_text(rounds_path(out), csv_text(rounds, ROUND_COLUMNS, cell=str))
     view = speed_view(pd.DataFrame(rows))
     view.notes.insert(0, f"CDRL: `{meta['cdrl']}`; DRL: `{meta['drl']}`.")
     md = out.with_suffix(".md")

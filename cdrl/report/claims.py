@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import html
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -620,25 +619,17 @@ def claims_html(rows: list[dict], title: str = "Claims of the paper") -> str:
             "</table></body></html>\n")
 
 
-def _csv_text(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    return buf.getvalue()
-
-
 def write_claims(rows: list[dict], csv_path: Path, md_path: Path, html_path: Path | None = None,
                  curve_rows: list[dict] | None = None, curve_csv: Path | None = None) -> None:
     """``claims.csv`` (long form, one row per part), ``claims.md`` and optionally ``.html``;
     with ``curve_rows`` (``cdrl.report.claim_curves``) ``curve_csv`` too, and their section at
     the end of ``claims.md``."""
-    from cdrl.io import atomic_write_text
+    from cdrl.io import atomic_write_text, csv_text
     from cdrl.report.claim_curves import CURVE_COLUMNS, curve_markdown
 
-    atomic_write_text(Path(csv_path), _csv_text(rows, COLUMNS))
+    atomic_write_text(Path(csv_path), csv_text(rows, COLUMNS))
     if curve_csv is not None:
-        atomic_write_text(Path(curve_csv), _csv_text(curve_rows or [], CURVE_COLUMNS))
+        atomic_write_text(Path(curve_csv), csv_text(curve_rows or [], CURVE_COLUMNS))
     curves = curve_markdown(curve_rows or [])
     atomic_write_text(Path(md_path), claims_markdown(rows) + (f"\n{curves}" if curves else ""))
     if html_path is not None:
