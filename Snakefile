@@ -34,12 +34,13 @@ if not workflow.overwrite_configfiles:
     configfile: os.path.join(workflow.basedir, "workflow", "config", "smoke.yaml")
 
 
-from cdrl.report.experiments import apply_every_run, select_part
+from cdrl.report.experiments import apply_every_run, select_decided, select_part
 
 config.update(apply_every_run(config))
-# --config part=NAME: only that part of the preset (its claims and what they read).
-if config.get("part"):
-    _part = select_part(config)
+# --config part=NAME: only that part of the preset (its claims and what they read);
+# --config 'decide=[C1,C3]': only what those claims need.
+if config.get("part") or config.get("decide"):
+    _part = select_decided(config) if config.get("decide") else select_part(config)
     config.clear()
     config.update(_part)
 
@@ -48,6 +49,12 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# The plan's estimated GPU-hours, per claim and in total (GPU presets, main process only).
+print_budget()
+
+
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"

@@ -330,7 +330,9 @@ def dataset_reference(name: str):
 # name -> module whose add_cli(subparsers) defines it.
 _MODULE_COMMANDS = {"ood": "cdrl.tasks.ood", "evaluate": "cdrl.eval.evaluate",
                     "bench": "cdrl.report.bench", "class-accuracy": "cdrl.eval.class_accuracy",
-                    "inpaint": "cdrl.tasks.inpaint", "compose": "cdrl.tasks.compose"}
+                    "inpaint": "cdrl.tasks.inpaint", "compose": "cdrl.tasks.compose",
+                    "attribute-classifier": "cdrl.eval.class_accuracy",
+                    "compose-score": "cdrl.tasks.compose"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -20,7 +20,9 @@ Four sections, each time-boxed inside ``--budget-s``; what did not fit is listed
    of the K-step chain, cudnn.benchmark and a larger sampling batch, one at a time against strict
    float32 on the Langevin step and the training iteration, kept by ``KEEP_RULE``.
 4. cost: ``cdrl.report.preset_cost``: GPU-hours of workflow/config/paper.yaml from the numbers
-   above, and the paragraph for the README's cluster section.
+   above, the paragraph for the README's cluster section, and the achieved FLOP/s per GPU
+   (``cost.throughput``) that ``scripts/preset_budget.py --gpu-check`` applies to each run's
+   counted FLOPs.
 
 Writes ``results.json`` and ``summary.md`` to ``--out DIR`` (the older ``--out FILE.json`` writes
 FILE.json and FILE.md). Every section records the device it measured on; ``--quick`` measures toy
@@ -58,7 +60,7 @@ from cdrl.report.gpu_report import (  # noqa: E402
     readme_paragraph,
     summary,
 )
-from cdrl.report.preset_cost import Measured, preset_cost  # noqa: E402
+from cdrl.report.preset_cost import Measured, measured_throughput, preset_cost  # noqa: E402
 
 SCHEMA = "cdrl-gpu-check/1"
 EXP = ROOT / "workflow/config/experiments"
@@ -371,6 +373,11 @@ def cost(ctx, box: Box) -> dict:
     out = preset_cost(yaml.safe_load(PRESET.read_text()), m)
     out.update(preset=str(PRESET.relative_to(ROOT)), gpu=ctx.env["gpu"],
                readme_paragraph=readme_paragraph(out, ctx.env))
+    # Achieved FLOP/s, for scripts/preset_budget.py --gpu-check (per run, per claim, requeues).
+    try:
+        out["throughput"] = measured_throughput(ctx.cfgs, m)
+    except Exception as err:  # the hours above stand without it
+        box.skipped.append({"what": "measured throughput", "reason": repr(err)[:300]})
     return out
 
 

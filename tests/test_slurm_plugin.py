@@ -60,6 +60,51 @@ def test_every_job_is_requeueable():
     assert p["slurm_additional_parameters"] == {"requeue": True}
 
 
+# ---- per-job requeue budget: the resource max_requeue over submitit-max-requeue -------------------
+
+def test_max_requeue_resource_overrides_the_profile():
+    from snakemake_executor_plugin_submitit import max_requeue
+
+    assert max_requeue({"max_requeue": 14}, 3) == 14
+    assert max_requeue({"max_requeue": "0"}, 3) == 0
+    assert max_requeue({}, 3) == 3 == max_requeue({"max_requeue": None}, 3)
+    for bad in (-1, "many", 2.5):
+        with pytest.raises(ValueError, match="max_requeue"):
+            max_requeue({"max_requeue": bad}, 3)
+
+
+def test_submission_passes_the_jobs_requeue_budget_to_submitit(tmp_path, monkeypatch):
+    import snakemake_executor_plugin_submitit as plugin
+
+    made = []
+
+    class FakeExecutor:
+        def __init__(self, **kwargs):
+            self.kwargs, self.params = kwargs, {}
+            made.append(self)
+
+        def update_parameters(self, **params):
+            self.params.update(params)
+
+        def submit(self, task):
+            return SimpleNamespace(job_id=str(100 + len(made)))
+
+    monkeypatch.setattr(plugin.submitit, "AutoExecutor", FakeExecutor)
+    ex = plugin.Executor.__new__(plugin.Executor)  # no workflow: only _sbatch is exercised
+    ex.settings, ex.folder, ex.workdir = _settings(max_requeue=3), tmp_path, str(tmp_path)
+    ex.format_job_exec = lambda job: "true"
+    train = SimpleNamespace(resources={"gpu": 8, "runtime": 2880, "max_requeue": 14},
+                            threads=32, jobid=1)
+    other = SimpleNamespace(resources={"gpu": 1, "runtime": 180}, threads=8, jobid=2)
+    assert ex._sbatch(train, "smk-train-x") == "101"
+    assert ex._sbatch(other, "smk-sample_shard-x") == "102"
+    assert [m.kwargs["slurm_max_num_timeout"] for m in made] == [14, 3]
+    assert made[0].params["timeout_min"] == 2880
+    broken = SimpleNamespace(resources={"max_requeue": -2}, threads=1, jobid=3)
+    with pytest.raises(plugin.WorkflowError, match="max_requeue"):
+        ex._sbatch(broken, "smk-train-y")
+
+
 # ---- extra sbatch options ------------------------------------------------------------------------
 
 def test_sbatch_extra_forms_and_quoting():

@@ -156,3 +156,47 @@ def test_learning_rate_factors():
         torch.pi * 0.05)).item())))
     assert cos(100) == pytest.approx(0.1) and cos(1000) == pytest.approx(0.1)
     assert WarmUp(0, decay="linear", decay_iters=4)(2) == pytest.approx(0.5)
+
+
+# ---- data.order: epoch (the official code's per-epoch shuffling) ---------------------------------
+
+def test_epoch_rows_read_every_image_once_per_epoch_in_a_new_order():
+    from cdrl.data.images import epoch_rows
+
+    n, b = 10, 4
+    seq = torch.cat([epoch_rows(n, b, step, seed=3) for step in range(5)])  # 20 rows: 2 epochs
+    first, second = seq[:n], seq[n:2 * n]
+    assert sorted(first.tolist()) == list(range(n)) == sorted(second.tolist())
+    assert not torch.equal(first, second)
+    # Step 2 crosses the first epoch's end: the last 2 of epoch 0 then the first 2 of epoch 1.
+    assert epoch_rows(n, b, 2, seed=3).tolist() == seq[8:12].tolist()
+    # A function of the step alone: a fresh cache (a resumed run) reads the same rows.
+    cache = {}
+    assert [epoch_rows(n, b, s, 3, cache).tolist() for s in range(5)] == \
+        seq.view(5, b).tolist()
+    assert len(cache) <= 2
+    assert not torch.equal(seq, torch.cat([epoch_rows(n, b, s, seed=4) for s in range(5)]))
+    with pytest.raises(ValueError, match="batch >= 1"):
+        epoch_rows(n, 0, 0, 3)
+
+
+def test_epoch_order_resumes_bit_exact_and_differs_from_iid(tmp_path, assert_same_checkpoint):
+    from tests.conftest import TINY_DIGITS, merge
+
+    cfg = config_from_dict(merge(TINY_DIGITS, {"data": {"order": "epoch"}}))
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "resumed", max_iters=2, progress=False)
+    train(cfg, tmp_path / "resumed", progress=False)
+    assert_same_checkpoint(tmp_path / "straight", tmp_path / "resumed", min_entries=20)
+    iid = config_from_dict(TINY_DIGITS)
+    train(iid, tmp_path / "iid", progress=False)
+    losses = [[json.loads(ln)["loss_ebm"] for ln in (tmp_path / d / "stats.jsonl").read_text()
+               .splitlines()] for d in ("straight", "iid")]
+    assert losses[0] != losses[1]  # other rows, so another run
+
+
+def test_an_unknown_batch_order_is_a_config_error():
+    from tests.conftest import TINY_DIGITS, merge
+
+    with pytest.raises(Exception, match="order"):
+        config_from_dict(merge(TINY_DIGITS, {"data": {"order": "shuffled"}}))

@@ -94,7 +94,19 @@ def test_dry_run_of_each_preset(argv, tmp_path):
 
 
 def test_paper_dry_run_plans_the_full_reproduction(tmp_path):
-    out = _paper_dry_run(tmp_path)
+    """As a lab's first step: a fresh folder without any dataset. The plan is shown (rc 0) after
+    the pre-flight's warnings, and every claim can be decided as configured."""
+    work = tmp_path / "fresh"
+    work.mkdir()
+    proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
+                           "all", "--configfile", str(ROOT / "workflow/config/paper.yaml")],
+                          cwd=work, capture_output=True, text=True, env=_env(), timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert "Pre-flight check: jobs of this plan would fail" in out
+    assert "resources/datasets/cifar-10-batches-py/data_batch_1" in out
+    assert "cannot be decided as configured" not in out, out[-5000:]
+    assert not (work / "results").exists()
     for run in ("cifar10_cdrl/seed2", "cifar10_drl/seed1", "imagenet32_cdrl/seed0",
                 "celeba64_drl/seed0", "cifar10_cdrl_no_vr/seed0"):
         assert f"results/runs/{run}/final.json" in out, run
@@ -104,6 +116,32 @@ def test_paper_dry_run_plans_the_full_reproduction(tmp_path):
     assert all(f"{shards}/{a}-{a + 5000}.npz" in out for a in range(0, 50000, 5000))
     assert "rule merge_samples:" in out
     assert "digits" not in out  # presets are whole: the smoke preset is not merged in
+    for run in ("cifar10_cdrl_drl_schedule", "cifar10_cdrl_no_vr", "imagenet32_cond",
+                "celeba64_compose"):  # a claim compares them over seeds: 3 each
+        assert f"results/runs/{run}/seed2/final.json" in out, run
+
+
+def test_decide_plans_only_what_the_named_claims_need(tmp_path):
+    """--config 'decide=[...]': the headline claims plan the CDRL and DRL runs and their sweeps,
+    not the ablations or the downstream runs; a claim the preset lacks fails at planning."""
+    work = _staged_datasets(tmp_path)
+
+    def plan(*extra):
+        return subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
+                               "all", "--configfile", str(ROOT / "workflow/config/paper.yaml"),
+                               "--config", *extra], cwd=work, capture_output=True, text=True,
+                              env=_env(), timeout=300)
+
+    proc = plan("decide=[C1,C2,C3]")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert "results/runs/cifar10_drl/seed2/final.json" in out
+    assert "results/metrics/cifar10_drl/seed0/k15-n50000-inception.json" in out  # C3's sweep
+    for absent in ("cifar10_cdrl_no_vr", "imagenet32_cond", "celeba64_compose", "rule ood:"):
+        assert absent not in out, absent
+    proc = plan("decide=[C42]")
+    assert proc.returncode != 0 and "decide: ['C42'] are not claims of this preset" in (
+        proc.stdout + proc.stderr)
 
 
 def test_mnist_dry_run_plans_the_deciding_preset(tmp_path):

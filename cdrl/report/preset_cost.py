@@ -20,19 +20,25 @@ The model, every factor of which is either measured or read from the preset's re
 
 Toy runs (2-D, CPU-sized), composition (64 images), inpainting (1,000) and OOD scoring are left
 out and listed as such.
+
+``measured_throughput`` turns the same measurements into achieved FLOP/s per GPU (the FLOPs of
+the measured iterations and images, counted by ``cdrl.report.run_flops``, over their measured
+seconds), which ``cdrl.report.budget`` applies to every run's own counted FLOPs:
+``python scripts/preset_budget.py --gpu-check DIR/results.json``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cdrl.report.budget import SPLIT_IMAGES, sample_files
 from cdrl.report.experiments import resolve_run, run_seeds
+from cdrl.report.run_flops import run_work
 
-__all__ = ["Measured", "preset_cost", "REFERENCE_IMAGES"]
+__all__ = ["Measured", "preset_cost", "measured_throughput", "REFERENCE_IMAGES"]
 
 # Reference split sizes (spec 8; CelebA's official train partition), for the one-off features.
-REFERENCE_IMAGES = {"cifar10:train": 50_000, "cifar10:test": 10_000, "imagenet32:val": 50_000,
-                    "imagenet32:train": 1_281_167, "celeba64:train": 162_770}
+REFERENCE_IMAGES = SPLIT_IMAGES
 
 
 @dataclass
@@ -84,33 +90,8 @@ def _train_row(preset: dict, run: str, m: Measured) -> dict:
             "basis": "; ".join(basis)}
 
 
-def _sample_files(preset: dict) -> dict:
-    """``{(run, seed, K, w): n}`` for every sample file the preset evaluates."""
-    tables, ev, files = preset.get("tables", {}), preset.get("evaluation", {}), {}
-    names = set(tables.get("main", [])) | set(tables.get("sampling_steps", {}))
-    names |= {r for a in tables.get("ablations", {}).values() for r in a["runs"]}
-    names |= set(tables.get("headline", {}).values())
-    for run in sorted(names):
-        cfg = resolve_run(preset, run, run_seeds(preset, run)[0])
-        spec = ev.get(cfg["data"]["name"])
-        if spec is None:
-            continue
-        steps = {cfg["sample"]["langevin_steps"], *tables.get("sampling_steps", {}).get(run, [])}
-        for seed in run_seeds(preset, run):
-            for k in steps:
-                files[(run, seed, k, 0.0)] = spec["num_samples"]
-    g = preset.get("downstream", {}).get("guidance")
-    if g:
-        cfg = resolve_run(preset, g["run"], run_seeds(preset, g["run"])[0])
-        for w in g["weights"]:
-            key = (g["run"], run_seeds(preset, g["run"])[0], cfg["sample"]["langevin_steps"],
-                   float(w))
-            files[key] = g["num_samples"]
-    return files
-
-
-def _sample_row(preset: dict, key: tuple, n: int, m: Measured) -> dict:
-    run, seed, k, w = key
+def _sample_row(preset: dict, f: dict, m: Measured) -> dict:
+    run, seed, k, w, n = f["run"], f["seed"], f["steps"], f["guidance"] or 0.0, f["images"]
     cfg = resolve_run(preset, run, seed)
     base = "cdrl" if cfg["initializer"]["arch"] != "none" else "drl"
     px = _pixels(cfg["data"]["name"]) or 1.0
@@ -126,15 +107,15 @@ def _sample_row(preset: dict, key: tuple, n: int, m: Measured) -> dict:
 def preset_cost(preset: dict, m: Measured) -> dict:
     """Training, sampling and evaluation GPU-hours of ``preset`` (see the module docstring)."""
     train = [_train_row(preset, run, m) for run in preset["runs"]]
-    files = _sample_files(preset)
-    sample = [_sample_row(preset, key, n, m) for key, n in sorted(files.items())]
+    files = sample_files(preset)
+    sample = [_sample_row(preset, f, m) for f in files]
     s_inc = m.inception_s_per_image
     references = {}
-    for run, seed, _, _ in files:
-        ds = resolve_run(preset, run, seed)["data"]["name"]
+    for f in files:
+        ds = resolve_run(preset, f["run"], f["seed"])["data"]["name"]
         ref = preset["evaluation"][ds]["reference"]
         references[ref] = REFERENCE_IMAGES.get(ref, preset["evaluation"][ds]["num_samples"])
-    images = sum(files.values()) + sum(references.values())
+    images = sum(f["images"] for f in files) + sum(references.values())
     fixed = len(files) * (m.fid_sqrtm_s or 0.0)
     hours = {"training": sum(r["gpu_hours"] or 0 for r in train),
              "sampling": sum(r["gpu_hours"] for r in sample),
@@ -154,3 +135,20 @@ def preset_cost(preset: dict, m: Measured) -> dict:
         kept["total"] = sum(v for v in kept.values() if v is not None)
         out["hours_with_kept_changes"] = kept
     return out
+
+
+def measured_throughput(cfgs: dict, m: Measured) -> dict:
+    """Achieved FLOP/s per GPU of the measured configs (``{"cdrl": cfg, "drl": cfg}``): the
+    counted FLOPs of one training iteration at the measured batch and of one sampled image, over
+    the measured seconds, summed over the methods."""
+    train_flops = sum(run_work(cfgs[k]).train_iteration(m.per_gpu_batch, m.train_steps[k])
+                      for k in m.train_s)
+    sample_flops = sum(run_work(cfgs[k]).sample_image(m.sample_steps[k])
+                       for k in m.sample_s_per_image)
+    return {"train_flop_per_s": train_flops / sum(m.train_s.values()),
+            "sample_flop_per_s": sample_flops / sum(m.sample_s_per_image.values()),
+            "measured_on": m.device,
+            "how": f"FLOPs counted on the measured networks (cdrl.report.run_flops) of one "
+                   f"training iteration at {m.per_gpu_batch} images and of one sampled image "
+                   f"at the best measured batch, over the measured seconds, summed over "
+                   f"{', '.join(sorted(m.train_s))}"}

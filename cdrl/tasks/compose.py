@@ -2,7 +2,9 @@
 
     cdrl train --config workflow/config/experiments/compose_toy.yaml --run-dir runs/compose_toy
     cdrl compose --run-dir runs/compose_toy --conditions right,upper --guidance 3 --num 2000 \
-        --out compose.npz --metrics compose.json --figure compose.png
+        --out compose.npz --figure compose.png
+    cdrl compose-score --samples compose.npz --out compose.json \
+        [--attribute-classifier results/classifiers/celeba64-attributes.pth]
 
 The paper's Eq. 11 was NOT FOUND; we use the spec's reconstruction, a product of experts with
 classifier-free guidance, in every Langevin step, the Tweedie step and the initializer mean
@@ -14,10 +16,14 @@ Conditions are named attributes of ``data.condition_attributes`` (``~name`` for 
 the composition, the command samples each single condition (CFG with the same w) and the
 unconditional model (null label) from the same per-image noise, for comparison.
 
-Metrics: on the 2-D quadrants toy, the fraction of samples inside each condition's half-plane and
-inside the intersection of all of them (the number composition should raise). On images (CelebA
-64: Male, Smiling, Young at w = 3, as in the paper) the evaluation is qualitative, as in the paper:
-the samples and a figure (one row per setting), plus counts and settings in the JSON.
+Metrics (``cdrl compose-score``, a step of its own in the workflow; ``cdrl compose --metrics``
+does both at once), per setting: the fraction of samples that carry each condition and that carry
+all of them (``frac_intersection``, the number composition should raise; claim C9). On the 2-D
+quadrants toy a condition is a half-plane. On CelebA 64 (Male, Smiling, Young at w = 3, as in the
+paper, whose evaluation is qualitative) a sample carries an attribute when the attribute CNN of
+``cdrl.eval.attributes``, trained on CelebA's own labels, says so (probability >= 0.5); the JSON
+names that classifier and its held-out accuracy per attribute. Without a classifier an image
+result has no fractions: the samples and the figure (one row per setting) only.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ import torch
 
 from cdrl.core.guidance import Guide, parse_condition
 from cdrl.core.sampler import PerImageNoise
+from cdrl.eval.attribute_files import split_condition
 
-__all__ = ["compose_samples", "quadrant_fractions", "add_cli"]
+__all__ = ["compose_samples", "quadrant_fractions", "score_settings", "add_cli"]
 
 
 def compose_samples(method, guide_fn, num: int, seed: int, batch: int) -> torch.Tensor:
@@ -67,11 +74,8 @@ def quadrant_fractions(x: torch.Tensor, conditions: list[str]) -> dict:
     inside = []
     out = {}
     for cond in conditions:
-        name, value = cond, 1
-        for prefix in ("~", "not-"):
-            if name.startswith(prefix):
-                name, value = name[len(prefix):], 0
-        hit = (x[:, axis[name]] > 0) == bool(value)
+        name, value = split_condition(cond)
+        hit = (torch.as_tensor(x)[:, axis[name]] > 0) == bool(value)
         inside.append(hit)
         out[f"frac_{cond}"] = float(hit.float().mean())
     out["frac_intersection"] = float(torch.stack(inside).all(0).float().mean())
@@ -110,8 +114,48 @@ def _figure(path: Path, samples: dict[str, torch.Tensor], num: int = 8) -> None:
     plt.close(fig)
 
 
+def score_settings(samples: dict, conditions: list[str], classifier: str | Path | None = None,
+                   device: str = "cpu") -> tuple[dict | None, dict | None]:
+    """``(settings, classifier info)``: per setting the ``frac_<condition>`` and
+    ``frac_intersection`` fractions. 2-D points are the quadrants toy (no classifier); images
+    need ``classifier`` (the attribute CNN's weights), else ``(None, None)``: no metric."""
+    first = np.asarray(next(iter(samples.values())))
+    if first.ndim == 2:
+        return {k: quadrant_fractions(v, conditions) for k, v in samples.items()}, None
+    if classifier is None:
+        return None, None
+    from cdrl.eval.attributes import (
+        attribute_fractions,
+        classifier_summary,
+        load_attribute_classifier,
+        predict_attributes,
+    )
+    from cdrl.eval.evaluate import to_uint8_nchw
+
+    info = classifier_summary(classifier)
+    net, names = load_attribute_classifier(classifier)
+    out = {}
+    for name, x in samples.items():
+        # The rounding `cdrl evaluate` applies: float [-1, 1] -> uint8, clamped.
+        present = predict_attributes(net, to_uint8_nchw(np.asarray(x)), device)
+        out[name] = attribute_fractions(present, names, conditions)
+    return out, info
+
+
+def _with_scores(result: dict, scores: dict | None, info: dict | None) -> dict:
+    """``result`` with ``settings`` (the fractions) and ``classifier`` where there are some."""
+    return {**result, **({"settings": scores} if scores is not None else {}),
+            **({"classifier": info} if info is not None else {})}
+
+
+def _write_result(path: Path, result: dict) -> None:
+    from cdrl.io import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(result, indent=1))
+
+
 def _cmd_compose(args) -> int:
-    from cdrl.io import atomic_write_bytes, atomic_write_text
+    from cdrl.io import atomic_write_bytes
     from cdrl.train.trainer import load_run
 
     cfg, method, state = load_run(Path(args.run_dir), args.device)
@@ -123,23 +167,57 @@ def _cmd_compose(args) -> int:
     samples = {name: compose_samples(method, fn, args.num, args.seed, batch)
                for name, fn in settings(conditions, cfg.data, w).items()}
     result = {"conditions": conditions, "guidance": w, "num": args.num, "seed": args.seed,
-              "iteration": int(state["iteration"]), "run_dir": args.run_dir,
+              "dataset": cfg.data.name, "iteration": int(state["iteration"]),
+              "run_dir": args.run_dir,
               "formula": "F(y, null) + (1 + w) sum_k [F(y, c_k) - F(y, null)] (Eq. 11 not "
                          "found; spec 6.2 reconstruction), same weights on the initializer mean"}
-    if cfg.data.name == "quadrants":
-        result["settings"] = {k: quadrant_fractions(x, conditions) for k, x in samples.items()}
     buf = io.BytesIO()
     np.savez(buf, **{k: v.numpy() for k, v in samples.items()}, meta=np.array(json.dumps(result)))
     atomic_write_bytes(Path(args.out), buf.getvalue())
-    atomic_write_text(Path(args.metrics), json.dumps(result, indent=1))
+    if args.metrics:
+        scores, info = score_settings({k: v.numpy() for k, v in samples.items()}, conditions,
+                                      args.attribute_classifier)
+        result = _with_scores(result, scores, info)
+        _write_result(Path(args.metrics), result)
     if args.figure:
         _figure(Path(args.figure), samples)
     print(json.dumps(result.get("settings", result)))
     return 0
 
 
+def _cmd_compose_score(args) -> int:
+    path = Path(args.samples)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such sample file; draw it with cdrl compose --out")
+    with np.load(path, allow_pickle=False) as npz:
+        if "meta" not in npz:
+            raise ValueError(f"{path}: no 'meta' array; not written by cdrl compose")
+        result = json.loads(str(npz["meta"]))
+        samples = {k: npz[k] for k in npz.files if k != "meta"}
+    scores, info = score_settings(samples, result["conditions"], args.attribute_classifier)
+    result = _with_scores({**result, "samples": str(path)}, scores, info)
+    _write_result(Path(args.out), result)
+    print(json.dumps(result.get("settings", {"settings": None})))
+    return 0
+
+
 def add_cli(subparsers) -> None:
-    """Register ``cdrl compose``."""
+    """Register ``cdrl compose`` and ``cdrl compose-score`` (once: a second call adds nothing)."""
+    if "compose" not in subparsers.choices:
+        _add_compose(subparsers)
+    if "compose-score" not in subparsers.choices:
+        s = subparsers.add_parser("compose-score", help="fractions of composed samples that "
+                                                        "carry each condition and all of them")
+        s.add_argument("--samples", required=True, help=".npz written by cdrl compose --out")
+        s.add_argument("--out", required=True, help="JSON: the sample file's settings and "
+                                                    "per setting the fractions")
+        s.add_argument("--attribute-classifier", default=None,
+                       help="images: the attribute CNN's weights (cdrl attribute-classifier); "
+                            "not needed for the 2-D toy")
+        s.set_defaults(func=_cmd_compose_score)
+
+
+def _add_compose(subparsers) -> None:
     p = subparsers.add_parser("compose", help="compose attribute conditions (product of experts)")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--conditions", required=True,
@@ -150,7 +228,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", required=True, help=".npz: one array per setting (composed, each "
                                                  "condition, unconditional) and meta")
-    p.add_argument("--metrics", required=True, help="JSON (quadrants: fractions per setting)")
+    p.add_argument("--metrics", default=None,
+                   help="JSON: the settings and, scored at once as cdrl compose-score does, the "
+                        "fractions per setting")
+    p.add_argument("--attribute-classifier", default=None,
+                   help="images with --metrics: the attribute CNN's weights")
     p.add_argument("--figure", default=None, help="PNG: one panel per setting")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_compose)

@@ -82,18 +82,20 @@ def build_data(cfg: Config):
     return make_data(cfg.data)
 
 
-def _next_batch(data, cfg: Config, device: torch.device):
-    """``(x, labels)``: labels are the network labels ``1..C`` of a conditional run (spec 6.1;
-    ``cdrl.core.guidance``), else None. Unconditional runs draw exactly what they always drew."""
+def _next_batch(data, cfg: Config, device: torch.device, step: int = 0):
+    """``(x, labels)`` of iteration ``step``: labels are the network labels ``1..C`` of a
+    conditional run (spec 6.1; ``cdrl.core.guidance``), else None. Unconditional runs draw
+    exactly what they always drew. Image rows follow ``data.order`` (``ImageSet.batch``)."""
     bs, conditional = cfg.train.batch_size, cfg.data.conditional
     if isinstance(data, ToyData):
         if not conditional:
             return data.batch(bs, device), None
         x, idx = data.batch(bs, device, with_index=True)
         return x, training_labels(cfg.data, data, None, idx, device)
+    order = {"order": cfg.data.order, "step": step, "seed": cfg.seed}
     if not conditional:
-        return data.batch(bs, device, flip=cfg.data.flip)[0], None
-    x, labels, idx = data.batch(bs, device, flip=cfg.data.flip, with_index=True)
+        return data.batch(bs, device, flip=cfg.data.flip, **order)[0], None
+    x, labels, idx = data.batch(bs, device, flip=cfg.data.flip, with_index=True, **order)
     return x, training_labels(cfg.data, data, labels, idx, device)
 
 
@@ -412,7 +414,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress, shard,
     log = open(run_dir / "stats.jsonl", "a") if shard.main else None
     try:
         while it < total and not shard.any(stop["signal"] is not None, device):
-            x, labels = _next_batch(data, cfg, device)
+            x, labels = _next_batch(data, cfg, device, it)
             if shard.size > 1:
                 x, labels = x[rows], None if labels is None else labels[rows]
             try:

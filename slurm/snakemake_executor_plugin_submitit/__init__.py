@@ -18,7 +18,9 @@
   clusters) is waited for, with a warning, up to ``submitit-sacct-grace-s``.
 - Requeue: SLURM signals USR2 ``submitit-signal-delay-s`` before the time limit; submitit asks
   ``ShellJob.checkpoint``, which makes the running step checkpoint, and requeues the job, at
-  most ``submitit-max-requeue`` times. A preemption by SIGTERM (SLURM's default) or
+  most ``submitit-max-requeue`` times, or as often as the job's own resource ``max_requeue``
+  says (``max_requeue``: the workflow sets it per training run from the run's estimated hours,
+  ``cdrl.report.budget.requeue_budget``). A preemption by SIGTERM (SLURM's default) or
   ``scontrol requeue`` is requeued by SLURM itself; the step checkpoints and the wrapper exits
   without a result, so the plugin keeps waiting and the next run resumes. Preemptions are not
   counted against max-requeue.
@@ -59,7 +61,7 @@ from .names import command_key, command_text, job_key, job_name, match_queue
 from .resources import parse_sbatch_extra, submitit_parameters
 from .status import ALIVE, JobStatus, parse_states
 
-__all__ = ["Executor", "ExecutorSettings", "common_settings", "job_folder"]
+__all__ = ["Executor", "ExecutorSettings", "common_settings", "job_folder", "max_requeue"]
 
 SLURM_TIMEOUT_S = 60        # one squeue / sacct / scancel call
 SACCT_CHUNK = 200           # job ids per sacct call
@@ -207,10 +209,11 @@ class Executor(RemoteExecutor):
         label = f"{name} (Snakemake job {job.jobid})"
         try:
             params = submitit_parameters(job.resources, job.threads, name, self.settings)
+            requeues = max_requeue(job.resources, self.settings.max_requeue)
         except ValueError as err:
             raise WorkflowError(f"submitting {label}: {err}") from err
         ex = submitit.AutoExecutor(folder=self.folder, cluster="slurm",
-                                   slurm_max_num_timeout=self.settings.max_requeue)
+                                   slurm_max_num_timeout=requeues)
         ex.update_parameters(**params)
         task = ShellJob(self.format_job_exec(job), self.workdir,
                         grace_s=self.settings.checkpoint_grace_s, label=label)
@@ -321,6 +324,23 @@ class Executor(RemoteExecutor):
         super().shutdown()
         # Normal ends leave nothing here; an abnormal end must not leave unmanaged jobs.
         self._cancel_all("Snakemake is shutting down with jobs still on the cluster")
+
+
+def max_requeue(resources, default: int) -> int:
+    """Time-limit requeues of one job: its resource ``max_requeue`` where the rule sets one (a
+    training run whose estimated hours need more attempts than the profile allows), else the
+    profile's ``submitit-max-requeue`` (``default``). Raises ValueError for a negative or
+    non-integer value."""
+    value = resources.get("max_requeue") if resources is not None else None
+    if value is None or value == "" or value == "None":
+        return default
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"resource max_requeue: expected a whole number, got {value!r}") from None
+    if n < 0 or n != float(value):
+        raise ValueError(f"resource max_requeue: expected a whole number >= 0, got {value!r}")
+    return n
 
 
 def job_folder(logdir: str) -> Path:

@@ -2,10 +2,19 @@
 # by the rule the preset's claims: section fixed before the runs; results/tables/claims.{csv,md}
 # (and .html, the first section of the report). Needs common.smk (preset_json) included first.
 from cdrl.report.claims import claim_files, read_claims
+from cdrl.report.decidable import undecidable
 
 # A rule that does not fit its claim's kind, or an undefined run, fails at planning.
 read_claims(config)
 CLAIMS_PRESET = {**preset_json(), "claims": config.get("claims", [])}
+# Claims whose rule cannot decide as configured (too few seeds, a metric nothing produces) are
+# named while planning: their verdict would be inconclusive by construction.
+if workflow.is_main_process and workflow.check_envvars:
+    for _cid, _why in undecidable(CLAIMS_PRESET).items():
+        print(
+            f"Note: claim {_cid} cannot be decided as configured: {'; '.join(_why)}",
+            file=sys.stderr,
+        )
 # Targets of rule all: the claims table, if the preset has claims.
 CLAIMS_TARGETS = [
     f"results/tables/claims.{ext}"

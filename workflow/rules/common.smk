@@ -1,5 +1,6 @@
 # Shared helpers: config validation, the experiment matrix, target lists, per-run resources.
 # The matrix logic lives in cdrl.report.experiments (importable and tested without Snakemake).
+import json
 import os
 import shlex
 import sys
@@ -10,12 +11,27 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 from cdrl.core.config import ConfigError
+from cdrl.report.budget import (
+    DEFAULT_THROUGHPUT,
+    Throughput,
+    claim_costs,
+    plan_warnings,
+    requeue_budget,
+    throughput_from_gpu_check,
+)
 from cdrl.report.curves import snapshot_iterations as curve_snapshots
-from cdrl.report.experiments import resolve_run, run_instances, run_label, run_seeds
+from cdrl.report.experiments import (
+    preset_view,
+    resolve_run,
+    run_instances,
+    run_label,
+    run_seeds,
+)
 from cdrl.report.preflight import (
     format_problems,
     inception_weights_arg,
     preset_problems,
+    stop_message,
 )
 
 
@@ -31,12 +47,32 @@ def _typed(value):
     return value
 
 
+def _schema_types():
+    with open(
+        os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+    ) as f:
+        props = yaml.safe_load(f).get("properties", {})
+    return {key: spec.get("type") for key, spec in props.items()}
+
+
+_SCHEMA_TYPES = _schema_types()
+
+
+def _top_level(key, value):
+    """A --config KEY=VALUE leaf: lists and mappings as _typed; a string for a key the schema
+    types as boolean or number is read as YAML writes it (preflight=false, =no, =True;
+    threads=4), other strings stay strings (part=2024 names a part)."""
+    if not isinstance(value, str):
+        return _typed(value)
+    wanted = _SCHEMA_TYPES.get(key)
+    if wanted in ("boolean", "integer", "number") and value.strip():
+        return yaml.safe_load(value)
+    return value
+
+
 update_config(
     config,
-    {
-        key: val if isinstance(val, str) else _typed(val)
-        for key, val in workflow.config_settings.config.items()
-    },
+    {key: _top_level(key, val) for key, val in workflow.config_settings.config.items()},
 )
 validate(config, schema="../schemas/config.schema.yaml")
 # Files of the workflow itself are found from the repository, whatever --directory says.
@@ -67,19 +103,31 @@ RESOLVED = _resolve_all()
 
 def _preflight():
     """Datasets, weights and output folders, checked while planning (cdrl.report.preflight), in
-    the main Snakemake process only: not in cluster jobs, and not under --lint."""
+    the main Snakemake process only: not in cluster jobs, and not under --lint. What is missing
+    is printed while planning, so that a dry run (-n) shows it and then the plan: a lab reads
+    the plan before it stages anything. A real run stops in its onstart handler (below), after
+    planning and before any job is submitted. Returns the problems."""
     if not (
         config["preflight"] and workflow.is_main_process and workflow.check_envvars
     ):
-        return
+        return []
     problems, notes = preset_problems(config, RESOLVED, REPO)
     for note in notes:
         print(f"Note: {note}", file=sys.stderr)
     if problems:
-        raise WorkflowError(format_problems(problems))
+        print(f"Warning: {format_problems(problems)}", file=sys.stderr)
+    return problems
 
 
-_preflight()
+PREFLIGHT_PROBLEMS = _preflight()
+
+
+onstart:
+    # Not run under -n (nor with --no-hooks): a real run stops here, before scheduling.
+    if PREFLIGHT_PROBLEMS:
+        raise WorkflowError(stop_message(PREFLIGHT_PROBLEMS))
+
+
 # cdrl evaluate --weights for the inception extractor (the preset's inception_weights).
 INCEPTION_WEIGHTS = inception_weights_arg(config["inception_weights"], REPO)[0]
 
@@ -249,36 +297,9 @@ def figure_targets():
 
 
 def preset_json():
-    """What the table and figure scripts need to know about the preset, as one dict."""
-    runs = {}
-    for run in RUN_NAMES:
-        seed = run_seeds(config, run)[0]
-        res = RESOLVED[(run, seed)]
-        runs[run] = {
-            "label": run_label(config, run),
-            "published": config["runs"][run].get("published"),
-            "method": res["method"],
-            "dataset": res["data"]["name"],
-            "seeds": run_seeds(config, run),
-            "train_steps": res["train"]["langevin_steps"],
-            "sample_steps": res["sample"]["langevin_steps"],
-            "iterations": res["train"]["iterations"],
-            "snapshot_every": res["train"]["snapshot_every"],
-            "levels": res["schedule"]["levels"],
-            "resources": {
-                k: config["runs"][run].get("resources", {}).get(k, v)
-                for k, v in config["train_resources"].items()
-            },
-        }
-    return {
-        "runs": runs,
-        "tables": TABLES,
-        "downstream": DOWNSTREAM,
-        "speed": SPEED,
-        "evaluation": config["evaluation"],
-        "toy": config.get("toy", {}),
-        "curves": CURVES,
-    }
+    """What the table, figure and claims scripts need to know about the preset, as one dict
+    (cdrl.report.experiments.preset_view)."""
+    return preset_view(config, RESOLVED, EXPERIMENTS_DIR)
 
 
 def reference_for(dataset, extractor):
@@ -473,3 +494,78 @@ def bench_torch_threads(wildcards):
     threads = SPEED[wildcards.case].get("threads", 1)
     cores = _local_cores()
     return min(threads, cores) if cores is not None else threads
+
+
+# ---- The plan's estimated cost and each training job's requeue budget (cdrl.report.budget: FLOPs
+# counted on each run's networks, at a throughput per GPU; the tables: python
+# scripts/preset_budget.py, docs/cluster.md). train.smk passes train_max_requeue as the job's
+# max_requeue resource (the submitit plugin reads it); the Snakefile calls print_budget() while
+# planning. The throughput: $CDRL_BUDGET_TFLOPS (achieved TFLOP/s per GPU), else the results.json
+# of scripts/gpu_check.py named by $CDRL_BUDGET_GPU_CHECK, else the documented default.
+
+
+def budget_throughput():
+    """FLOP/s per GPU of the estimates (the header's order of sources)."""
+    tflops = os.environ.get("CDRL_BUDGET_TFLOPS")
+    if tflops:
+        return Throughput.tflops(
+            float(tflops), f"{tflops} TFLOP/s per GPU ($CDRL_BUDGET_TFLOPS)"
+        )
+    check = os.environ.get("CDRL_BUDGET_GPU_CHECK")
+    if check:
+        with open(check) as f:
+            return throughput_from_gpu_check(json.load(f))
+    return DEFAULT_THROUGHPUT
+
+
+BUDGET_THROUGHPUT = budget_throughput()
+
+
+def train_max_requeue(wildcards):
+    """Resource max_requeue of a training job: the run's own (resources: or train_resources:)
+    if the preset gives one, else what its estimated hours need (requeue_budget)."""
+    explicit = run_resource("max_requeue", None)(wildcards)
+    if explicit is not None:
+        return int(explicit)
+    return requeue_budget(config, wildcards.run, BUDGET_THROUGHPUT, EXPERIMENTS_DIR)
+
+
+def _uses_gpus():
+    """Whether any training run of the plan asks for GPUs (else the GPU-hours mean nothing)."""
+    default = config["train_resources"].get("gpu", 0)
+    return any(
+        int(config["runs"][run].get("resources", {}).get("gpu", default) or 0)
+        for run in RUN_NAMES
+    )
+
+
+def print_budget(file=sys.stderr):
+    """The plan's estimated GPU-hours and every run that cannot finish within its requeues, on
+    the main Snakemake process only (not in jobs, not under --lint), for presets with GPU
+    training runs."""
+    if not (workflow.is_main_process and workflow.check_envvars and _uses_gpus()):
+        return
+    costs = claim_costs(config, BUDGET_THROUGHPUT, EXPERIMENTS_DIR)
+    h = costs["whole"]["hours"]
+    print(
+        f"Budget: about {h['total']:,.0f} GPU-hours (training {h['training']:,.0f}, sampling "
+        f"{h['sampling']:,.0f}, evaluation and tasks {h['evaluation'] + h['downstream']:,.0f}) "
+        f"at {BUDGET_THROUGHPUT.source}; per run: python scripts/preset_budget.py",
+        file=file,
+    )
+    for row in costs["claims"]:
+        shared = f", shares {', '.join(row['shared'])}" if row["shared"] else ""
+        print(
+            f"  {row['claim']:>4}: {row['hours']['total']:>9,.0f} GPU-hours alone "
+            f"({len(row['runs'])} run{'s' if len(row['runs']) != 1 else ''}{shared})",
+            file=file,
+        )
+    if costs["all_claims"] is not None:
+        together = costs["all_claims"]["hours"]["total"]
+        print(
+            f"  every claim: {together:,.0f} GPU-hours (shared runs once); runs no claim "
+            f"reads: {', '.join(costs['unread_runs']) or 'none'}",
+            file=file,
+        )
+    for line in plan_warnings(config, BUDGET_THROUGHPUT, EXPERIMENTS_DIR):
+        print(f"Warning: {line}", file=file)

@@ -49,12 +49,25 @@ rule class_accuracy:
         "--classifier {params.classifier} --out {output:q} > {log:q} 2>&1"
 
 
+# Composition (C9): `compose` draws the samples of every setting (the composition, each
+# condition alone, unconditional) and the figure; `compose_score` counts, per setting, the
+# samples that carry each condition and all of them. On the 2-D toy a condition is a half-plane;
+# on CelebA a sample carries an attribute when the attribute CNN, trained once per dataset by
+# `attribute_classifier` on the dataset's own labels (cdrl.eval.attributes), says so.
+from cdrl.eval.attribute_files import classifier_inputs
+
+# The compose run's data (its first seed): the classifier learns from the same files.
+COMPOSE_RUN = DOWNSTREAM.get("compose", {}).get("run")
+COMPOSE_DATA = (
+    RESOLVED[(COMPOSE_RUN, first_seed(COMPOSE_RUN))]["data"] if COMPOSE_RUN else {}
+)
+
+
 rule compose:
     input:
         "results/runs/{run}/seed{seed}/final.json",
     output:
         npz="results/downstream/compose/{run}-seed{seed}.npz",
-        metrics="results/downstream/compose/{run}-seed{seed}.json",
         fig=report(
             "results/figures/compose/{run}-seed{seed}.png",
             caption="../report/compose.rst",
@@ -77,7 +90,59 @@ rule compose:
     shell:
         "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl compose --run-dir {params.run_dir:q} "
         "--conditions {params.conditions:q} --num {params.num} --out {output.npz:q} "
-        "--metrics {output.metrics:q} --figure {output.fig:q} > {log:q} 2>&1"
+        "--figure {output.fig:q} > {log:q} 2>&1"
+
+
+rule compose_score:
+    input:
+        samples="results/downstream/compose/{run}-seed{seed}.npz",
+        classifier=lambda wc: classifier_inputs(run_dataset(wc.run)),
+    output:
+        "results/downstream/compose/{run}-seed{seed}.json",
+    log:
+        "logs/downstream/compose/{run}-seed{seed}-score.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    # A small CNN over a few thousand 64x64 images at most: seconds on one core.
+    resources:
+        runtime=min(60, config["sample_resources"]["runtime"]),
+        mem_mb=min(8000, config["sample_resources"]["mem_mb"]),
+    params:
+        classifier=lambda wc, input: (
+            f"--attribute-classifier {shlex.quote(str(input.classifier))}"
+            if input.classifier
+            else ""
+        ),
+    shell:
+        "OMP_NUM_THREADS={threads} python -m cdrl compose-score --samples {input.samples:q} "
+        "{params.classifier} --out {output:q} > {log:q} 2>&1"
+
+
+# The attribute CNN (cdrl.eval.attributes) for the composed conditions' attributes, trained on
+# the dataset's train split and scored on its val split: weights and a JSON sidecar with the
+# held-out accuracy per attribute, under results/ (it is a product of the data, like a run).
+rule attribute_classifier:
+    output:
+        weights="results/classifiers/{dataset}-attributes.pth",
+        info="results/classifiers/{dataset}-attributes.pth.json",
+    log:
+        "logs/classifiers/{dataset}-attributes.log",
+    conda:
+        "../../environment.yml"
+    threads: config["sample_resources"]["threads"]
+    resources:
+        gpu=config["sample_resources"]["gpu"],
+        runtime=config["sample_resources"]["runtime"],
+        mem_mb=config["sample_resources"]["mem_mb"],
+    params:
+        root=COMPOSE_DATA.get("root", "resources/datasets"),
+        attributes=",".join(DOWNSTREAM.get("compose", {}).get("conditions", [])),
+        cuda=cuda_flag,
+    shell:
+        "OMP_NUM_THREADS={threads} CDRL_REQUIRE_CUDA={params.cuda} python -m cdrl attribute-classifier "
+        "--dataset {wildcards.dataset} --root {params.root:q} --attributes {params.attributes:q} "
+        "--out {output.weights:q} > {log:q} 2>&1"
 
 
 rule inpaint:

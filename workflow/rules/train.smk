@@ -42,6 +42,9 @@ rule train:
         gpu=run_resource("gpu", 0),
         runtime=run_resource("runtime", 60),
         mem_mb=run_resource("mem_mb", 4000),
+        # Time-limit requeues the submitit plugin allows this job: enough for its estimated
+        # hours (common.smk, cdrl.report.budget.requeue_budget), unless the run sets its own.
+        max_requeue=train_max_requeue,
     params:
         run_dir=subpath(output[0], parent=True),
         # A gpu: N job runs N processes (cdrl.train.distributed): the job's threads are shared.
