@@ -278,12 +278,14 @@ def _split_images(name: str) -> int | None:
 
 
 def _side_work(preset: dict, runs: _Runs, spec: dict, side: str):
-    """(run work, train K, sample K) of one side of a speed case."""
+    """(run work, train K, sample K) of one side of a speed case; None for a 2-D toy run."""
     if f"{side}_run" in spec:
         cfg = runs.cfg(spec[f"{side}_run"])
     else:
         path = Path(runs.dir or preset.get("experiments_dir", "workflow/config/experiments"))
         cfg = resolve_run({"runs": {"x": {"base": spec[f"{side}_config"]}}}, "x", 0, path)
+    if not is_image_run(cfg):
+        return None
     return run_work(cfg), cfg["train"]["langevin_steps"], cfg["sample"]["langevin_steps"]
 
 
@@ -295,6 +297,15 @@ def _downstream(preset: dict, runs: _Runs, tp: Throughput) -> list[dict]:
         out.append({"task": task, "run": run, "images": images, "flops": flops,
                     "gpu_hours": flops / tp.sample / 3600, "how": how})
 
+    def toy(task, run) -> bool:
+        """A task on a 2-D toy run: listed, not counted (as in ``_train_row``)."""
+        if is_image_run(runs.cfg(run)):
+            return False
+        row(task, run, 0, 0.0, "2-D toy: not counted")
+        return True
+
+    ds = {task: t for task, t in ds.items() if not (isinstance(t, dict) and "run" in t
+                                                    and toy(task, t["run"]))}
     if "inpaint" in ds:
         t = ds["inpaint"]
         cfg = runs.cfg(t["run"])
@@ -319,8 +330,11 @@ def _downstream(preset: dict, runs: _Runs, tp: Throughput) -> list[dict]:
         batch = int(spec.get("batch", 16))
         train_batch = int(spec.get("train_batch", batch))
         flops = 0.0
-        for side in ("cdrl", "drl"):
-            w, k_train, k_sample = _side_work(preset, runs, spec, side)
+        sides = [_side_work(preset, runs, spec, side) for side in ("cdrl", "drl")]
+        if None in sides:
+            row(f"speed:{case}", spec.get("cdrl_run", ""), 0, 0.0, "2-D toy: not counted")
+            continue
+        for w, k_train, k_sample in sides:
             flops += calls * (batch * w.sample_image(k_sample)
                               + w.train_iteration(train_batch, k_train))
         row(f"speed:{case}", spec.get("cdrl_run", ""), 2 * calls * batch, flops,
