@@ -42,6 +42,16 @@ LEARNING = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flops_cache(tmp_path_factory):
+    """One FLOP-count cache for the session (cdrl.report.run_flops.cache_file), outside the
+    user's: every plan of a GPU preset reads it, and Snakemake subprocesses inherit it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CDRL_FLOPS_CACHE", str(tmp_path_factory.mktemp("flops") / "flops.json"))
+    yield
+    mp.undo()
+
+
 def merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for key, val in over.items():

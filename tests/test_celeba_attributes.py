@@ -348,26 +348,5 @@ def test_toy_composition_is_scored_by_its_own_step(tmp_path):
     assert "classifier" not in res
 
 
-@pytest.mark.slow
-def test_celeba_composition_through_the_workflow_on_fake_celeba(tmp_path):
-    """The paper preset's composition with the rehearsal's sizes on fake CelebA in the real
-    format (about a minute on 2 cores): attribute_classifier trains on the fake labels, compose
-    samples, compose_score writes the fractions of every setting and names the classifier."""
-    from cdrl.data.fake_formats import write_all
-
-    write_all(tmp_path / "resources" / "datasets", per_file=2)
-    target = "results/downstream/compose/celeba64_compose-seed0.json"
-    proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
-                           "--cores", "2", target, "--configfile", str(PAPER),
-                           str(ROOT / "workflow/config/overrides/rehearsal.yaml"),
-                           "--config", "preflight=False"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900, env=_env())
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
-    res = json.loads((tmp_path / target).read_text())
-    assert list(res["settings"]) == ["composed", "Male", "Smiling", "Young", "unconditional"]
-    keys = {"frac_Male", "frac_Smiling", "frac_Young", "frac_intersection"}
-    assert all(set(v) == keys for v in res["settings"].values())
-    side = json.loads((tmp_path / "results/classifiers/celeba64-attributes.pth.json").read_text())
-    assert res["classifier"]["sha256"] == side["sha256"]
-    assert set(res["classifier"]["heldout"]["per_attribute"]) == {"Male", "Smiling", "Young"}
+# The composition through the workflow on fake CelebA (attribute_classifier, compose,
+# compose_score) runs in the paper preset's rehearsal: tests/test_slurm.py checks its file.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -115,6 +116,29 @@ def test_counts_are_cached_per_network():
     a = run_work(resolve_run(preset, "cifar10_cdrl", 0, EXP))
     b = run_work(resolve_run(preset, "cifar10_cdrl_no_vr", 2, EXP))
     assert a == b and a.langevin_step is b.langevin_step
+
+
+def test_counts_persist_in_the_cache_file_and_a_bad_file_is_recounted(tmp_path, monkeypatch):
+    from cdrl.report import run_flops
+
+    cache = tmp_path / "flops.json"
+    monkeypatch.setenv("CDRL_FLOPS_CACHE", str(cache))
+    monkeypatch.setattr(run_flops, "_COUNTED", {})  # a fresh process
+    monkeypatch.setattr(run_flops, "_WORK", {})
+    cfg = resolve_run(_paper(), "cifar10_cdrl", 0, EXP)
+    counted = run_work(cfg)
+    stored = json.loads(cache.read_text())
+    assert len(stored) == 2  # the EBM's two passes and the initializer's, one entry each
+    monkeypatch.setattr(run_flops, "_COUNTED", {})
+    monkeypatch.setattr(run_flops, "_WORK", {})
+    monkeypatch.setattr(run_flops, "count_flops", lambda step: pytest.fail("counted again"))
+    assert run_work(cfg) == counted  # read back, not counted
+    cache.write_text("{not json")
+    monkeypatch.undo()
+    monkeypatch.setenv("CDRL_FLOPS_CACHE", str(cache))
+    monkeypatch.setattr(run_flops, "_COUNTED", {})
+    monkeypatch.setattr(run_flops, "_WORK", {})
+    assert run_work(cfg) == counted and len(json.loads(cache.read_text())) == 2
 
 
 # ----------------------------------------------------------------------------- the paper preset

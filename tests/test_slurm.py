@@ -851,6 +851,15 @@ def test_paper_preset_rehearsal_survives_faults(cluster, tmp_path):
                 if "runs" not in p.relative_to(root).parts[:2]}
 
     assert results(clean) == results(work)
+    # C9 on CelebA: the attribute classifier trained on the fake labels scored every setting.
+    compose = clean / "results/downstream/compose/celeba64_compose-seed0.json"
+    res = json.loads(compose.read_text())
+    assert list(res["settings"]) == ["composed", "Male", "Smiling", "Young", "unconditional"]
+    keys = {"frac_Male", "frac_Smiling", "frac_Young", "frac_intersection"}
+    assert all(set(v) == keys for v in res["settings"].values()), res
+    side = json.loads((clean / "results/classifiers/celeba64-attributes.pth.json").read_text())
+    assert res["classifier"]["sha256"] == side["sha256"]
+    assert set(res["classifier"]["heldout"]["per_attribute"]) == {"Male", "Smiling", "Young"}
     tables = sorted(p.relative_to(clean) for p in (clean / "results" / "tables").glob("*.csv"))
     assert len(tables) >= 8, tables
     for rel in tables:

@@ -30,14 +30,18 @@ frozen (the same products). What the methods do with the pieces (``cdrl.core.met
   single-EBM baselines have T = 1, no Tweedie step and no proposal but CoopNets' generator.
 
 ``tests/test_preset_budget.py`` checks this bookkeeping against the methods' own ``train_step``.
-Counts are cached per distinct network (configuration and image shape).
+Counts are cached per distinct network (configuration and image shape), in the process and
+in a file (``cache_file``) that later processes read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -177,13 +181,79 @@ def _proposal_pass(kind: str, section, shape, num_classes: int) -> Pass:
 _COUNTED: dict[str, Pass | tuple[Pass, Pass]] = {}
 
 
+def _counting_code() -> str:
+    """A digest of what a count depends on besides its key: torch's version and the source of
+    the networks and of this module. A change to any of them starts a new cache."""
+    import baselines.coopnets
+    import cdrl.core.nets
+
+    files = sorted(Path(cdrl.core.nets.__file__).parent.rglob("*.py"))
+    files += [Path(baselines.coopnets.__file__), Path(__file__)]
+    h = hashlib.sha256(torch.__version__.encode())
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_file() -> Path | None:
+    """Where counts persist between processes: ``$CDRL_FLOPS_CACHE`` (empty: nowhere), else
+    ``$XDG_CACHE_HOME/cdrl-bench/flops-<digest>.json`` (``~/.cache`` by default). Counting the
+    paper preset's networks on the meta device takes about 15 s on a CPU; every plan of a GPU
+    preset needs them, so a dry run pays that once per machine, not each time."""
+    env = os.environ.get("CDRL_FLOPS_CACHE")
+    if env is not None:
+        return Path(env) if env else None
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "cdrl-bench" / f"flops-{_counting_code()}.json"
+
+
+def _load_cache(path: Path | None) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (TypeError, OSError, ValueError):  # none configured, none yet, or unreadable
+        return {}
+
+
+def _save_cache(path: Path | None, entries: dict) -> None:
+    """Merge ``entries`` into the cache file, atomically; a cache that cannot be written is
+    skipped (the counts stay in this process)."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_load_cache(path), **entries}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _encode(value: Pass | tuple[Pass, Pass]) -> list:
+    passes = value if isinstance(value, tuple) else (value,)
+    return [[p.forward, p.backward] for p in passes]
+
+
+def _decode(value: list) -> Pass | tuple[Pass, Pass]:
+    passes = tuple(Pass(float(f), float(b)) for f, b in value)
+    return passes if len(passes) > 1 else passes[0]
+
+
 def _cached(key: tuple, count) -> Pass | tuple[Pass, Pass]:
-    """``count()`` once per distinct ``key`` (a network's config and its input shape)."""
+    """``count()`` once per distinct ``key`` (a network's config and its input shape), in this
+    process and, through ``cache_file()``, across processes."""
     text = json.dumps(key, sort_keys=True)
     if text not in _COUNTED:
-        with torch.device(META):
-            torch.manual_seed(0)
-            _COUNTED[text] = count()
+        path = cache_file()
+        stored = _load_cache(path).get(text)
+        if stored is not None:
+            _COUNTED[text] = _decode(stored)
+        else:
+            with torch.device(META):
+                torch.manual_seed(0)
+                _COUNTED[text] = count()
+            _save_cache(path, {text: _encode(_COUNTED[text])})
     return _COUNTED[text]
 
 

@@ -547,9 +547,16 @@ def print_budget(file=sys.stderr):
         return
     try:
         costs = claim_costs(config, BUDGET_THROUGHPUT, EXPERIMENTS_DIR)
-    except (ValueError, KeyError, TypeError) as err:  # an estimate never blocks the plan
-        print(f"Warning: no budget estimate for this preset ({type(err).__name__}: {err}); "
-              "python scripts/preset_budget.py shows where it fails", file=file)
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+    ) as err:  # an estimate never blocks the plan
+        print(
+            f"Warning: no budget estimate for this preset ({type(err).__name__}: {err}); "
+            "python scripts/preset_budget.py shows where it fails",
+            file=file,
+        )
         return
     h = costs["whole"]["hours"]
     print(
