@@ -97,6 +97,25 @@ def test_run_dir_refuses_other_config(tmp_path, tiny_config_dict):
     train(longer, tmp_path, max_iters=4, progress=False)  # only the length changed: allowed
 
 
+def test_a_run_started_before_a_key_existed_resumes_with_its_default(tmp_path,
+                                                                     tiny_config_dict):
+    """A run directory whose config.yaml predates a key (here data.order, added later with the
+    old behaviour as its default) resumes; the same key set otherwise is still a change."""
+    from tests.conftest import TINY_DIGITS
+
+    cfg = config_from_dict(TINY_DIGITS)
+    train(cfg, tmp_path, max_iters=2, progress=False)
+    stored = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert stored["data"].pop("order") == "iid"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    train(cfg, tmp_path, progress=False)  # resumes: the missing key takes its default
+    assert json.loads((tmp_path / "latest.json").read_text())["iteration"] == 4
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    epoch = config_from_dict({**TINY_DIGITS, "data": {**TINY_DIGITS["data"], "order": "epoch"}})
+    with pytest.raises(RunStateError, match="data.order"):
+        train(epoch, tmp_path, progress=False)
+
+
 def test_stats_and_resolved_config(tmp_path, tiny_config_dict):
     train(config_from_dict(tiny_config_dict()), tmp_path, progress=False)
     lines = [json.loads(ln) for ln in (tmp_path / "stats.jsonl").read_text().splitlines()]

@@ -120,6 +120,12 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
     if not path.is_file():
         return
     old = yaml.safe_load(path.read_text())
+    # A run started before a config key existed stored no value for it: read its config through
+    # today's schema, so the key takes its default, which by this project's rule is the
+    # behaviour before the key was added (data.order: iid). A stored config the schema no longer
+    # reads is compared as it is.
+    with contextlib.suppress(ConfigError, TypeError, ValueError, KeyError):
+        old = config_to_dict(config_from_dict(old))
     # Snapshots are read-only copies of the weights: asking for them later changes no result.
     diffs = sorted(_diff(old, resolved) - {"train.iterations", "train.snapshot_every"})
     if diffs:
