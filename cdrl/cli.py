@@ -1,5 +1,6 @@
-"""Command line: ``cdrl schedule | train | sample | plot-toy | ood | evaluate``.
+"""Command line: ``cdrl COMMAND ...``; ``cdrl COMMAND --help`` gives each one's options.
 
+Training and sampling:
     cdrl schedule --kind cdrl --levels 6 [--json]
     cdrl train --config FILE --run-dir DIR [--max-iters N] [--device cpu]
                [--on-divergence fail|record]
@@ -7,10 +8,18 @@
                 [--seed S]
     cdrl merge-samples SHARD.npz [SHARD.npz ...] --out FILE.npz
     cdrl plot-toy --run-dir DIR --samples FILE.npz --out FIG.png
-    cdrl ood --run-dir DIR --in-dist IN.npz|NAME --ood A.npz|NAME[,...] [--level 0]
-             [--out FILE.json] [--csv FILE.csv]
+Evaluation:
     cdrl evaluate --samples DIR|FILE.npz --reference NAME[:SPLIT]|DIR|FILE.npz
                   --metrics fid,kid,isc,prc --out FILE.json [--extractor inception|digits]
+    cdrl class-accuracy ...          accuracy of a conditional run's samples by a trained CNN
+    cdrl attribute-classifier ...    train the CelebA attribute CNN that scores compositions
+    cdrl bench ...                   CDRL vs DRL: gradient counts, seconds per image and iteration
+Downstream tasks:
+    cdrl ood --run-dir DIR --in-dist IN.npz|NAME --ood A.npz|NAME[,...] [--level 0]
+             [--out FILE.json] [--csv FILE.csv]
+    cdrl inpaint ...                 inpaint masked test images; PSNR against trivial fills
+    cdrl compose ...                 compose attribute conditions (product of experts)
+    cdrl compose-score ...           fractions of composed samples that carry the conditions
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GPU check (issue 16): CUDA correctness, paper-size speed, A/B of speed-ups, cost of the preset.
+"""GPU check: CUDA correctness, paper-size speed, A/B of speed-ups, cost of the preset.
 
     python scripts/gpu_check.py --out DIR                      # one GPU, about 8 minutes
     python scripts/gpu_check.py --quick --device cpu --out DIR # toy sizes on a CPU, about 1 minute

@@ -124,3 +124,16 @@ def test_training_resumes_past_a_truncated_checkpoint(tmp_path, tiny_config_dict
             assert torch.equal(val, b["method"]["ebm"][key]), key
     lines = [json.loads(ln)["iteration"] for ln in (run / "stats.jsonl").read_text().splitlines()]
     assert lines == sorted(set(lines)), lines  # the repeated iterations are logged once
+
+
+def test_help_names_every_command():
+    """``cdrl --help`` prints the module docstring: it lists every subcommand there is."""
+    import argparse
+
+    import cdrl.cli
+
+    parser = cdrl.cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(sub.choices) >= 13
+    missing = [c for c in sub.choices if f"cdrl {c} " not in cdrl.cli.__doc__]
+    assert not missing, missing

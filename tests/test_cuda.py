@@ -1,4 +1,4 @@
-"""Correctness on CUDA (issue 16): every check that touches a device, run on ``cuda`` and ``cpu``.
+"""Correctness on CUDA (docs/gpu.md): every check that touches a device, run on ``cuda`` and ``cpu``.
 
     .venv/bin/pytest tests/test_cuda.py            # no GPU: the cpu cases; cuda cases skip
     python -m pytest -m cuda tests/test_cuda.py    # a GPU machine (scripts/gpu_check.py runs this)
@@ -50,7 +50,7 @@ TINY = ["ebm.width=8", "ebm.ch_mult=[1, 2]", "ebm.blocks_per_level=1", "ebm.temb
         "initializer.dim_mults=[1, 1]", "initializer.attn_resolutions=[16]",
         "initializer.temb_dim=32", "initializer.emb_in_dim=16", "initializer.groups=4"]
 REL_TOL = 1e-4        # device float32 (TF32 off) against the CPU reference
-FID_REL_TOL = 1e-3    # issue 16: FID on the GPU within 0.1 % of the CPU's on the same images
+FID_REL_TOL = 1e-3    # docs/gpu.md: FID on the GPU within 0.1 % of the CPU's on the same images
 
 
 def on_devices(*devices: str):

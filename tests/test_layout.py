@@ -113,3 +113,15 @@ def test_the_checker_sees_an_upward_import(tmp_path):
                    "def f():\n    from cdrl.train.trainer import train\n")
     known = _modules()
     assert _imports("cdrl.data.mod", src, known) == {"cdrl.train.trainer"}
+
+
+def test_docs_name_every_test_file_and_rule_file():
+    """docs/testing.md lists every test file; docs/workflow.md and docs/layout.md every rule file."""
+    testing = (ROOT / "docs" / "testing.md").read_text()
+    missing = [p.name for p in sorted((ROOT / "tests").glob("test_*.py")) if p.name not in testing]
+    assert not missing, f"docs/testing.md does not name {missing}"
+    for doc in ("workflow.md", "layout.md"):
+        text = (ROOT / "docs" / doc).read_text()
+        rules = [p.stem for p in sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+        absent = [r for r in rules if f"`{r}`" not in text]
+        assert not absent, f"docs/{doc} does not name the rule files {absent}"

@@ -1,4 +1,4 @@
-"""GPU-hours of a workflow preset from measured speeds (issue 16, item 4; ``scripts/gpu_check.py``).
+"""GPU-hours of a workflow preset from measured speeds (``scripts/gpu_check.py``, docs/gpu.md).
 
     python scripts/gpu_check.py --out DIR     # measures, then ``preset_cost(paper.yaml, ...)``
 

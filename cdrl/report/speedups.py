@@ -1,4 +1,4 @@
-"""A/B of speed-ups for the EBM against strict float32 (issue 16, item 3; ``scripts/gpu_check.py``).
+"""A/B of speed-ups for the EBM against strict float32 (``scripts/gpu_check.py``, docs/gpu.md).
 
     python scripts/gpu_check.py --out DIR          # runs ``run_ab`` on the paper-size CDRL
 
