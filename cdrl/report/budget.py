@@ -297,15 +297,11 @@ def _downstream(preset: dict, runs: _Runs, tp: Throughput) -> list[dict]:
         out.append({"task": task, "run": run, "images": images, "flops": flops,
                     "gpu_hours": flops / tp.sample / 3600, "how": how})
 
-    def toy(task, run) -> bool:
-        """A task on a 2-D toy run: listed, not counted (as in ``_train_row``)."""
-        if is_image_run(runs.cfg(run)):
-            return False
-        row(task, run, 0, 0.0, "2-D toy: not counted")
-        return True
-
-    ds = {task: t for task, t in ds.items() if not (isinstance(t, dict) and "run" in t
-                                                    and toy(task, t["run"]))}
+    ds = dict(ds)
+    for task, t in list(ds.items()):  # a task on a 2-D toy run: listed, not counted
+        if isinstance(t, dict) and "run" in t and not is_image_run(runs.cfg(t["run"])):
+            row(task, t["run"], 0, 0.0, "2-D toy: not counted")
+            del ds[task]
     if "inpaint" in ds:
         t = ds["inpaint"]
         cfg = runs.cfg(t["run"])

@@ -37,6 +37,7 @@ in a file (``cache_file``) that later processes read.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -181,9 +182,11 @@ def _proposal_pass(kind: str, section, shape, num_classes: int) -> Pass:
 _COUNTED: dict[str, Pass | tuple[Pass, Pass]] = {}
 
 
+@functools.lru_cache(maxsize=1)
 def _counting_code() -> str:
     """A digest of what a count depends on besides its key: torch's version and the source of
-    the networks and of this module. A change to any of them starts a new cache."""
+    the networks and of this module, read once per process. A change to any of them starts a new
+    cache."""
     import baselines.coopnets
     import cdrl.core.nets
 
