@@ -218,10 +218,11 @@ def test_mnist_parts_plan_only_what_their_claims_read():
     assert set(head["tables"]["sampling_steps"]) == {"mnist_cdrl", "mnist_drl"}
     assert head["curves"]["runs"] == ["mnist_cdrl", "mnist_drl"] and "mnist16" in head["speed"]
     assert "downstream" not in head and head["tables"]["ablations"] == {}
-    vr = select_part({**preset, "part": "variance_reduction"})
-    assert sorted(vr["runs"]) == ["mnist_cdrl", "mnist_cdrl_no_vr"]
-    assert vr["tables"]["sampling_steps"] == {} and "speed" not in vr and "headline" not in \
-        vr["tables"] and list(vr["tables"]["ablations"]) == ["variance_reduction"]
+    abl = select_part({**preset, "part": "ablations"})
+    assert sorted(abl["runs"]) == ["mnist_cdrl", "mnist_cdrl_drl_schedule", "mnist_cdrl_no_vr"]
+    assert [c["id"] for c in abl["claims"]] == ["C4", "C5"]
+    assert abl["tables"]["sampling_steps"] == {} and "speed" not in abl and "headline" not in \
+        abl["tables"] and set(abl["tables"]["ablations"]) == {"noise_schedule", "variance_reduction"}
     down = select_part({**preset, "part": "downstream"})
     assert set(down["downstream"]) == {"guidance", "ood", "inpaint", "compose"}
     assert {"mnist_cond", "toy_compose", "mnist_cdrl_k30"} <= set(down["runs"])
