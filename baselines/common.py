@@ -15,7 +15,7 @@ The EBM update is contrastive maximum likelihood with Du & Mordatch's optional r
 
     loss = mean(F(x_neg) - F(x_pos) + energy_reg * (F(x_pos)^2 + F(x_neg)^2))
 
-run like ``CDRL._ebm_update``: spectral-norm vectors refreshed once per iteration before the
+run like ``CDRL.ebm_update``: spectral-norm vectors refreshed once per iteration before the
 chain, the chain under frozen normalised weights, the loss pass in eval mode, clip, Adam step,
 warm-up step, EMA. ``SingleEBM`` holds all of this; the three baselines subclass it and only
 choose where chains start and what they keep between iterations.
@@ -30,7 +30,6 @@ are made from normals (``U = s * erf(z / sqrt 2)`` is exactly uniform on ``(-s, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -39,23 +38,9 @@ from cdrl.core.config import Config
 from cdrl.core.nets import build_ebm
 from cdrl.core.nets.layers import frozen_spectral_norm, gather_rows, power_iteration_
 from cdrl.core.optim import EMA, build_optimizer, optimizer_step
-from cdrl.core.sampler import Noise, ebm_grad_fn, randn
+from cdrl.core.sampler import Noise, ebm_grad_fn, langevin, randn
 
-__all__ = ["SingleEBM", "data_langevin", "chain_start"]
-
-
-def data_langevin(grad_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                  n_steps: int, step_size: float, noise_std: float, clamp: float = 0.0,
-                  generator: Noise = None) -> torch.Tensor:
-    """``n_steps`` of ``x <- clamp(x + step_size * grad F(x) + noise_std * eps)``; detached."""
-    x = x.detach()
-    for _ in range(n_steps):
-        x = x + step_size * grad_fn(x)
-        if noise_std > 0:
-            x = x + noise_std * randn(x.shape, x, generator)
-        if clamp > 0:
-            x = x.clamp(-clamp, clamp)
-    return x
+__all__ = ["SingleEBM", "chain_start"]
 
 
 def chain_start(shape, kind: str, scale: float, device: torch.device,
@@ -69,10 +54,11 @@ def chain_start(shape, kind: str, scale: float, device: torch.device,
 
 
 class SingleEBM:
-    """One unconditional EBM with its Adam, warm-up and EMA; the CDRL method interface.
+    """One unconditional EBM with its Adam, warm-up and EMA; the method interface
+    (``cdrl.core.protocol.Method``).
 
-    Subclasses implement ``train_step`` and may override ``_chain_start`` (sampling starts) and
-    ``_extra_state`` / ``_load_extra_state`` (what they keep between iterations).
+    Subclasses implement ``_train_step(x)`` and may override ``_chain_start`` (sampling starts)
+    and ``_extra_state`` / ``_load_extra_state`` (what they keep between iterations).
     ``T = 1``: the trainer logs everything as level 0, and ``sample(..., return_levels=True)``
     returns ``[x_start, x_final]``.
     """
@@ -87,6 +73,7 @@ class SingleEBM:
         self.device = device
         self.data_shape = tuple(data_shape)
         self.initializer = None
+        self.num_classes = 0
         self.ebm = build_ebm(cfg.ebm, self.data_shape).to(device)
         oc = cfg.train.ebm_optim
         self.ebm_ema = EMA(self.ebm, oc.ema_decay, cfg.train.ema_ramp)
@@ -94,8 +81,8 @@ class SingleEBM:
         self._level_view()
 
     def _level_view(self) -> None:
-        """The one-level quantities ``cdrl.tasks.ood`` and ``cdrl.report.plots`` read from a method: time
-        input 0, no noise, no input scaling, and the sampler's temperature in place of s^2."""
+        """The level coefficients of the method interface for one level: time input 0, no
+        noise, no input scaling, and the sampler's temperature in place of s^2."""
         bc = self.cfg.baseline
         f32 = dict(dtype=torch.float32, device=self.device)
         self.t_level = torch.zeros(1, **f32)
@@ -105,7 +92,8 @@ class SingleEBM:
         self.coef = {"sqrt_m": torch.ones(1, **f32),
                      "step_size_sq": torch.tensor([temperature], **f32)}
 
-    def _per_sample(self, name: str, k: torch.Tensor) -> torch.Tensor:
+    def per_sample(self, name: str, k: torch.Tensor) -> torch.Tensor:
+        """``coef[name]`` for step indices ``k`` (all 0), shaped to broadcast against data."""
         return self.coef[name][k].view(-1, *([1] * len(self.data_shape)))
 
     def modules(self) -> dict[str, nn.Module]:
@@ -117,22 +105,50 @@ class SingleEBM:
         zeros = torch.zeros(n, dtype=torch.long, device=self.device)
         return gather_rows(ebm.condition(self.t_level), zeros)
 
+    @torch.no_grad()
+    def level_condition(self, ebm: nn.Module, k: torch.Tensor,
+                        labels: torch.Tensor | None = None):
+        """The EBM's conditioning per sample (``k`` is all 0: one level, ``t = 0``)."""
+        _unconditional(labels, "labels")
+        return gather_rows(ebm.condition(self.t_level), k)
+
+    def grad_fn(self, ebm: nn.Module, k: torch.Tensor, guide=None):
+        """``x -> grad_x F(x)`` for a Langevin chain."""
+        _unconditional(guide, "guide")
+        return ebm_grad_fn(ebm, self.level_condition(ebm, k))
+
+    def energy(self, x: torch.Tensor, k: torch.Tensor, ebm: nn.Module | None = None,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample energy ``F(x)`` (default: the EMA EBM)."""
+        ebm = self.ebm_ema.model if ebm is None else ebm
+        return ebm.energy(x, self.level_condition(ebm, k, labels))
+
     def init_noise(self, n: int, generator: Noise = None) -> torch.Tensor:
         bc = self.cfg.baseline
         return chain_start((n, *self.data_shape), bc.init, bc.init_scale, self.device, generator)
 
     def langevin(self, ebm: nn.Module, x: torch.Tensor, n_steps: int, generator: Noise = None,
-                 noise_scale: float = 1.0) -> torch.Tensor:
-        """``n_steps`` data-space Langevin steps on ``ebm`` with frozen normalised weights."""
+                 noise_scale: float = 1.0, callback=None) -> torch.Tensor:
+        """``n_steps`` data-space Langevin steps on ``ebm`` with frozen normalised weights:
+        ``x <- clamp(x + step_size grad F(x) + noise_std eps)`` (module docstring)."""
         bc = self.cfg.baseline
         if n_steps == 0:
             return x.detach()
         with frozen_spectral_norm(ebm):
             with torch.no_grad():
                 cond = self._cond(ebm, x.shape[0])
-            grad = ebm_grad_fn(ebm, cond)
-            return data_langevin(grad, x, n_steps, bc.step_size, noise_scale * bc.noise_std,
-                                 bc.clamp, generator)
+            return langevin(ebm_grad_fn(ebm, cond), x, n_steps, grad_scale=bc.step_size,
+                            noise_std=noise_scale * bc.noise_std, clamp=bc.clamp,
+                            generator=generator, callback=callback)
+
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None
+                   ) -> dict[str, torch.Tensor]:
+        """One training iteration (the subclass's ``_train_step``); unconditional only."""
+        _unconditional(labels, "labels")
+        return self._train_step(x)
+
+    def _train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
     def ebm_update(self, x_pos: torch.Tensor, x_neg: torch.Tensor) -> dict[str, torch.Tensor]:
         """Contrastive loss with the energy regulariser; one optimizer step (see docstring)."""
@@ -165,17 +181,22 @@ class SingleEBM:
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, generator: Noise = None,
                use_ema: bool | None = None, return_levels: bool = False,
-               noise: torch.Tensor | None = None):
-        """``steps`` (default ``sample.langevin_steps``) Langevin steps from the chain start.
+               noise: torch.Tensor | None = None, guide=None, callback=None):
+        """``steps`` (default ``sample.langevin_steps``) Langevin steps from the chain start;
+        ``callback(0, x) -> x`` after the start and after every step (the one level is step 0).
 
         Returns the final samples, and with ``return_levels`` also ``[x_start, x_final]``.
         """
+        _unconditional(guide, "guide")
         sc = self.cfg.sample
         steps = sc.langevin_steps if steps is None else steps
         use_ema = sc.use_ema if use_ema is None else use_ema
         ebm = (self.ebm_ema.model if use_ema else self.ebm).eval()
         x0 = self._chain_start(n, generator, use_ema, noise)
-        x = self.langevin(ebm, x0, steps, generator, sc.noise_scale)
+        hook = None
+        if callback is not None:
+            x0, hook = callback(0, x0), lambda x: callback(0, x)
+        x = self.langevin(ebm, x0, steps, generator, sc.noise_scale, hook)
         return (x, [x0, x]) if return_levels else x
 
     # ----------------------------------------------------------------------------- state
@@ -196,3 +217,8 @@ class SingleEBM:
         self.opt_ebm.load_state_dict(state["opt_ebm"])
         self.sched_ebm.load_state_dict(state["sched_ebm"])
         self._load_extra_state(state)
+
+
+def _unconditional(value, name: str) -> None:
+    if value is not None:
+        raise ValueError(f"{name}: the single-EBM baselines are unconditional; got a {name}")

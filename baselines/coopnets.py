@@ -108,7 +108,7 @@ class CoopNets(SingleEBM):
     def modules(self) -> dict[str, nn.Module]:
         return {"ebm": self.ebm, "generator": self.generator}
 
-    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Propose G(z) -> K Langevin steps -> EBM update -> generator regression."""
         z = torch.randn(x.shape[0], self.cfg.baseline.latent_dim, device=self.device)
         self.generator.train()

@@ -44,7 +44,7 @@ class ReplayBufferEBM(SingleEBM):
                               f"got {size}")
         self.buffer = self.init_noise(size)
 
-    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Buffer slots (some restarted) -> K Langevin steps -> write back -> update."""
         bc = self.cfg.baseline
         n = x.shape[0]

@@ -28,7 +28,7 @@ __all__ = ["ShortRunEBM"]
 class ShortRunEBM(SingleEBM):
     """Non-persistent short-run MCMC from noise."""
 
-    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Noise -> K Langevin steps -> contrastive update."""
         x0 = self.init_noise(x.shape[0])
         self._prepare_chain()

@@ -71,10 +71,10 @@ def _set_aside_if_changed(run_dir: Path, cfg) -> None:
     """``--replace-changed``: a run directory started under another config is renamed to
     ``<dir>.replaced-<time>`` (kept, never deleted) so this config starts afresh there."""
     from cdrl.core.config import config_to_dict
-    from cdrl.train.trainer import RunStateError, _check_same_config
+    from cdrl.train.trainer import RunStateError, check_same_config
 
     try:
-        _check_same_config(run_dir, config_to_dict(cfg))
+        check_same_config(run_dir, config_to_dict(cfg))
     except RunStateError as err:
         aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(aside)
@@ -121,9 +121,9 @@ def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int
         idx = range(lo, min(lo + batch, start + count))
         noise = PerImageNoise(seed, idx, method.device)
         guide, lab = sampling_guide(cfg, seed, idx, labels, guidance)
-        extra = {} if guide is None else {"guide": guide.to(method.device)}
+        guide = None if guide is None else guide.to(method.device)
         x, lv = method.sample(len(idx), steps=steps, generator=noise, return_levels=True,
-                              **extra)
+                              guide=guide)
         used += [] if lab is None else lab.tolist()
         out.append(x.cpu())
         levels.append(torch.stack(lv).cpu())
@@ -187,18 +187,11 @@ def _no_weights(run_dir, start, count, steps, seed, batch_size, guidance, labels
     return (torch.zeros(0, *shape), torch.zeros(cfg.schedule.levels + 1, 0, *shape), meta)
 
 
-def to_uint8(x):
-    """Images in [-1, 1] to uint8 ``[N, H, W, C]``: clamp, ``(x + 1) * 127.5``, round."""
-    import torch
-
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous()
-
-
 def write_samples(out: Path, x, levels, meta: dict) -> None:
     """``.npz`` (any data; 2-D data keeps every level) or a folder of ``<index>.png`` images."""
     import numpy as np
 
+    from cdrl.data.images import float_to_uint8
     from cdrl.io import atomic_write_bytes
 
     if out.suffix == ".npz":
@@ -210,7 +203,7 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
         if x.dim() == 2:  # vector data: keep every level for the toy figure (small)
             arrays["levels"] = levels.numpy().astype(np.float32)
         else:
-            arrays["x_uint8"] = to_uint8(x).numpy()
+            arrays["x_uint8"] = float_to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(out, buf.getvalue())
@@ -220,8 +213,8 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
-    for i, img in zip(range(meta["start"], meta["start"] + len(x)), to_uint8(x).numpy(),
-                      strict=True):
+    nhwc = float_to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
+    for i, img in zip(range(meta["start"], meta["start"] + len(x)), nhwc, strict=True):
         png = io.BytesIO()
         Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(png, format="PNG")
         atomic_write_bytes(out / f"{i:06d}.png", png.getvalue())

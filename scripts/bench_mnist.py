@@ -132,12 +132,12 @@ def labelled(method):
         return inner
 
     def grad_fn(ebm, k, guide):
-        return wrap(type(method)._grad_fn(method, ebm, k, guide), "langevin_ebm_grad")
+        return wrap(type(method).grad_fn(method, ebm, k, guide), "langevin_ebm_grad")
 
-    patches = [(method, "_grad_fn", grad_fn),
+    patches = [(method, "grad_fn", grad_fn),
                (method, "propose", wrap(method.propose, "initializer")),
-               (method, "_initializer_update", wrap(method._initializer_update, "initializer")),
-               (method, "_ebm_update", wrap(method._ebm_update, "ebm_update")),
+               (method, "initializer_update", wrap(method.initializer_update, "initializer")),
+               (method, "ebm_update", wrap(method.ebm_update, "ebm_update")),
                (method.ebm_ema, "update", wrap(method.ebm_ema.update, "ema/ebm")),
                (method.init_ema, "update", wrap(method.init_ema.update, "ema/initializer"))]
     for obj, name, fn in patches:
@@ -182,7 +182,7 @@ def count_flops(cfg, method, x) -> dict:
     torch.manual_seed(0)
     k = torch.randint(0, m.T, (x.shape[0],))
     x_prev, x_i = m.positive_pair(x, k)
-    y_pos = m._per_sample("sqrt_m", k) * x_prev
+    y_pos = m.per_sample("sqrt_m", k) * x_prev
     m.ebm.train()
     m.initializer.train()
     out, kept = {"power_iteration": count(lambda: power_iteration_(m.ebm))}, {}
@@ -190,8 +190,8 @@ def count_flops(cfg, method, x) -> dict:
         lambda: kept.setdefault("y0", m.propose(m.initializer, x_i, k)))
     y0 = kept["y0"]
     with frozen_spectral_norm(m.ebm):
-        out["condition_embedding"] = count(lambda: m._condition(m.ebm, k))
-        cond = m._condition(m.ebm, k)
+        out["condition_embedding"] = count(lambda: m.level_condition(m.ebm, k))
+        cond = m.level_condition(m.ebm, k)
         frozen = [p for p in m.ebm.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
@@ -203,41 +203,47 @@ def count_flops(cfg, method, x) -> dict:
                 p.requires_grad_(True)
     out["langevin"] = cfg.train.langevin_steps * out["langevin_step"]
     y_neg = y0.detach() + 0.01 * torch.randn_like(y0)  # FLOPs do not depend on the values
-    out["ebm_update"] = count(lambda: m._ebm_update(k, y_pos, y_neg))
-    out["initializer_update"] = count(lambda: m._initializer_update(y0, y_neg))
+    out["ebm_update"] = count(lambda: m.ebm_update(k, y_pos, y_neg))
+    out["initializer_update"] = count(lambda: m.initializer_update(y0, y_neg))
     out["total"] = sum(v for key, v in out.items() if key != "langevin_step")
     return out
 
 
 # ----------------------------------------------------------------------------- candidates
-def recovery_langevin_inplace(grad_fn, y, x_cond, step_size_sq, pull, n_steps,
-                              noise_scale=1.0, generator=None):
-    """``cdrl.core.sampler.recovery_langevin`` with its temporaries in two reused buffers: the
-    same operations in the same order (``y + drift + s * eps``), so the same bits."""
-    y = y.detach().clone()  # the caller keeps y0 (the initializer's target): never write it
-    noise_std = noise_scale * torch.sqrt(step_size_sq)
+def inplace_langevin(grad_fn, x, n_steps, *, grad_scale, noise_std, pull=None, anchor=None,
+                     clamp=0.0, generator=None, callback=None):
+    """``cdrl.core.sampler.langevin`` with its temporaries in two reused buffers: the same
+    operations in the same order (``x + drift + s * eps``), so the same bits."""
+    y = x.detach().clone()  # the caller keeps y0 (the initializer's target): never write it
     diff = torch.empty_like(y)
     noise = torch.empty(y.shape, dtype=y.dtype, device=y.device)  # what randn would return
+    draw = isinstance(noise_std, torch.Tensor) or noise_std > 0
     for _ in range(n_steps):
-        drift = grad_fn(y).mul_(0.5)
-        drift.sub_(torch.sub(y, x_cond, out=diff).mul_(pull))
+        drift = grad_fn(y).mul_(grad_scale)
+        if pull is not None:
+            drift.sub_(torch.sub(y, anchor, out=diff).mul_(pull))
         y.add_(drift)
-        if generator is None:
-            noise.normal_()  # torch.randn draws the same numbers from the same RNG
-        else:
-            noise.copy_(randn(y.shape, y, generator))
-        y.add_(noise.mul_(noise_std))
+        if draw:
+            if generator is None:
+                noise.normal_()  # torch.randn draws the same numbers from the same RNG
+            else:
+                noise.copy_(randn(y.shape, y, generator))
+            y.add_(noise.mul_(noise_std))
+        if clamp > 0:
+            y.clamp_(-clamp, clamp)
+        if callback is not None:
+            y = callback(y)
     return y
 
 
 @contextlib.contextmanager
 def langevin_inplace():
-    saved = method_module.recovery_langevin
-    method_module.recovery_langevin = recovery_langevin_inplace
+    saved = method_module.langevin
+    method_module.langevin = inplace_langevin
     try:
         yield
     finally:
-        method_module.recovery_langevin = saved
+        method_module.langevin = saved
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@
 
 Takes the claims table, the main tables (Markdown and CSV), the learning curves and the key
 figures (PNG only: the PDFs double the size), and writes a README.md with the command, commit,
-machine and wall time, then the claims table itself. Refuses to start when a file it needs is
+machine and wall time, then the claims figure (when the preset drew it) and the claims table
+itself, once, under the heading claims.md gives it. Refuses to start when a file it needs is
 missing, naming it, so a half-finished run is never committed as a reference.
 """
 
@@ -22,7 +23,11 @@ from pathlib import Path
 TABLES = ["claims", "claims_curve", "main", "ablations", "sampling_steps", "training_cost",
           "learning_curves", "guidance", "ood", "inpaint", "compose", "speed"]
 # Taken when the preset (or its part) drew them; the --figure ones are required.
-FIGURES = ["learning_curves.png", "fid_vs_steps.png", "guidance.png", "training_curves.png"]
+FIGURES = ["claims.png", "learning_curves.png", "fid_vs_steps.png", "guidance.png",
+           "training_curves.png"]
+CLAIMS_FIGURE_CAPTION = ("Each claim's measured effect and 95 % interval against its rule's "
+                         "threshold (dashed), coloured by verdict: green reproduced, red not "
+                         "reproduced, amber inconclusive.")
 SIZE_LIMIT = 5 * 2**20  # the reference stays "a few MB at most"
 
 
@@ -96,7 +101,13 @@ def main(argv=None) -> int:
     if args.note:
         lines += [args.note, ""]
     lines += ["Files: " + ", ".join(f"[`{p.relative_to(args.out)}`]({p.relative_to(args.out)})"
-                                    for p in copied), "", claims.replace("## ", "## Claims: ", 1)]
+                                    for p in copied), ""]
+    if (args.out / "figures" / "claims.png").is_file():
+        lines += ["![The claims: effect and 95 % interval per claim, coloured by verdict]"
+                  "(figures/claims.png)", "", f"*{CLAIMS_FIGURE_CAPTION}*", ""]
+    # claims.md opens with its own heading ("## Claims of the paper"): the table comes once,
+    # under that heading, not under a second "Claims" prefixed to it.
+    lines += [claims]
     (args.out / "README.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {len(copied)} files and README.md to {args.out}")
     return 0

@@ -8,10 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,8 +25,8 @@ from cdrl.report.bench import (
     nfe_formula,
     round_order,
 )
+from tests.conftest import ROOT, SNAKEMAKE, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "workflow/config/experiments"
 # Digits layout, shrunk further so that a sampling call takes milliseconds.
 TINY = ["ebm.width=8", "ebm.temb_dim=32", "initializer.width=8", "initializer.temb_dim=32",
@@ -146,11 +144,10 @@ def _dry_run(tmp_path: Path, *args: str) -> str:
     cfg = yaml.safe_load((ROOT / "workflow/config/tiny.yaml").read_text())
     cfg["experiments_dir"] = str(EXP)
     (work / "test.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
+        [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
          "-p", "--configfile", str(work / "test.yaml"), *args],
-        capture_output=True, text=True, timeout=300, env=env)
+        capture_output=True, text=True, timeout=300, env=subprocess_env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     return out
@@ -223,7 +220,7 @@ def test_snakemake_runs_the_bench_alone(tmp_path, extra, alone):
     overlaps a bench job (others run 4 at a time); the resource alone (threads forced to 1)
     keeps only the bench jobs apart."""
     (tmp_path / "Snakefile").write_text(SCHEDULING)
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-d", str(tmp_path), "-s",
+    proc = subprocess.run([*SNAKEMAKE, "-d", str(tmp_path), "-s",
                            str(tmp_path / "Snakefile"), "--cores", "4", "-q", *extra],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -3,27 +3,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts/bench_mnist.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bm():
-    spec = importlib.util.spec_from_file_location("bench_mnist", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_script("bench_mnist", register=True)  # its dataclasses look their module up
+    sys.modules.pop("bench_mnist", None)
 
 
 def test_quick_run_prints_and_writes_every_number(bm, tmp_path, capsys):
@@ -71,7 +64,7 @@ def test_bf16_is_skipped_without_native_support(bm, monkeypatch):
 
 
 def test_inplace_langevin_matches_the_sampler_bit_for_bit(bm):
-    from cdrl.core.sampler import recovery_langevin
+    from cdrl.core.sampler import langevin
 
     g = torch.Generator().manual_seed(0)
     y0, x = torch.randn(4, 1, 5, 5, generator=g), torch.randn(4, 1, 5, 5, generator=g)
@@ -84,9 +77,9 @@ def test_inplace_langevin_matches_the_sampler_bit_for_bit(bm):
 
     keep = y0.clone()
     runs = []
-    for fn in (recovery_langevin, bm.recovery_langevin_inplace):
+    for fn in (langevin, bm.inplace_langevin):
         torch.manual_seed(1)
-        runs.append(fn(grad, y0, x, step, pull, 4))
+        runs.append(fn(grad, y0, 4, grad_scale=0.5, noise_std=step.sqrt(), pull=pull, anchor=x))
     assert torch.equal(runs[0], runs[1]) and torch.equal(y0, keep)  # y0 left as it was
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, load_script
+
 SCRIPT = ROOT / "scripts/bench_toy.py"
 
 # A tiny training loop holding every anchor text the patches look for. Unpatched it would fail on
@@ -47,13 +47,6 @@ for counter in range(n_iteration + 1):
     if counter % n_plot == 0:
         raise SystemExit('figure branch reached')
 """
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_toy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _stand_in(folder: Path, text: str = STAND_IN) -> Path:
@@ -100,6 +93,7 @@ def test_official_stand_in_is_patched_timed_and_never_copied_here(tmp_path, writ
     assert sorted(p.name for p in checkout.rglob("*")) == ["CDRL-main", "toy_example.py"]
 
 
+@pytest.mark.slow
 def test_without_official_no_ratio(tmp_path, write_config, tiny_config_dict):
     proc, out = _bench(tmp_path, write_config, tiny_config_dict)
     assert proc.returncode == 0, proc.stderr
@@ -110,6 +104,7 @@ def test_without_official_no_ratio(tmp_path, write_config, tiny_config_dict):
     assert "no ratio printed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_missing_anchor_fails_naming_the_patch(tmp_path, write_config, tiny_config_dict):
     text = STAND_IN.replace("range(n_iteration + 1)", "range(10)")
     proc, out = _bench(tmp_path, write_config, tiny_config_dict, "--official",
@@ -119,7 +114,7 @@ def test_missing_anchor_fails_naming_the_patch(tmp_path, write_config, tiny_conf
 
 
 def test_every_patch_names_itself_when_its_anchor_is_missing():
-    bench = _load_script()
+    bench = load_script("bench_toy")
     assert bench.patch_source(STAND_IN).count("_cdrl_bench_rounds(") == 2
     for patch in bench.PATCHES:
         with pytest.raises(SystemExit, match=f"patch '{patch.name}'"):
@@ -127,7 +122,7 @@ def test_every_patch_names_itself_when_its_anchor_is_missing():
 
 
 def test_find_official(tmp_path):
-    bench = _load_script()
+    bench = load_script("bench_toy")
     found = _stand_in(tmp_path / "a") / "CDRL-main/toy_example.py"
     assert bench.find_official(tmp_path / "a") == found
     assert bench.find_official(found) == found

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +27,9 @@ from cdrl.eval import inception_weights as iw
 from cdrl.eval.inception_files import TORCH_FIDELITY, TORCH_FIDELITY_FILE
 from cdrl.report import claims as cl
 from cdrl.report import preflight as pf
+from tests.conftest import ROOT, SNAKEMAKE, stage_dataset_stand_ins, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "workflow" / "config" / "paper.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 # ---- a fake CelebA with one easy attribute ---------------------------------------------------------
@@ -289,26 +286,15 @@ def test_staging_checks_the_hash_and_the_classifier(tmp_path, monkeypatch):
 
 # ---- the workflow --------------------------------------------------------------------------------
 
-def _env(**extra) -> dict:
-    env = dict(os.environ, **extra)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 @pytest.mark.slow
 def test_paper_dry_run_plans_the_classifier_before_the_compose_scores(tmp_path):
     """`snakemake -n -p` of paper.yaml: one attribute_classifier job (celeba64), a compose and a
     compose_score job per seed of celeba64_compose, the scores reading the classifier."""
-    from cdrl.report.preflight import REQUIRED
-
-    for splits in REQUIRED.values():  # stand-ins: planning checks only that the files exist
-        for rel in next(iter(splits.values()))[0]:
-            (tmp_path / "resources" / "datasets" / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / "resources" / "datasets" / rel).touch()
+    stage_dataset_stand_ins(tmp_path)
     proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n",
                            "-p", "all", "--configfile", str(PAPER), "--config", "preflight=False"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env=_env(TORCH_HOME=str(tmp_path / "torch")))
+                          env=subprocess_env(TORCH_HOME=str(tmp_path / "torch")))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     weights = "results/classifiers/celeba64-attributes.pth"
@@ -336,7 +322,8 @@ def test_toy_composition_is_scored_by_its_own_step(tmp_path):
     proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
                            "--cores", "1", target, "--configfile", str(tmp_path / "test.yaml"),
                            "--config", "preflight=False"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env())
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=subprocess_env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert "rule compose_score:" in out or "localrule compose_score:" in out

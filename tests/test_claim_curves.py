@@ -10,6 +10,7 @@ import pytest
 from cdrl.report import claim_curves as cc
 from cdrl.report import claims as cl
 from cdrl.report.power import ci_width, pooled_sd, power, seeds_needed
+from tests.conftest import load_script, write_json
 
 
 # ----------------------------------------------------------------------------- Holm
@@ -21,11 +22,6 @@ def test_holm_step_down():
 
 
 # ----------------------------------------------------------------------------- curve claims
-def _write(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-
-
 def _curve_results(root: Path, fid_a, fid_b, sec_a=0.1, sec_b=0.2, seeds=(0, 1, 2),
                    diverged_b_after=None):
     """Runs a and b with snapshots every 100 of 400 iterations; fid_x(it, seed) gives the
@@ -46,8 +42,8 @@ def _curve_results(root: Path, fid_a, fid_b, sec_a=0.1, sec_b=0.2, seeds=(0, 1, 
             stats.write_text("".join(json.dumps(ln) + "\n" for ln in lines))
             for it in range(100, 401, 100):
                 dead = run == "b" and diverged_b_after is not None and it > diverged_b_after
-                _write(root / "metrics" / run / f"seed{s}" / f"it{it}-n50-mnist16.json",
-                       {"fid": None if dead else fid(it, s)})
+                write_json(root / "metrics" / run / f"seed{s}" / f"it{it}-n50-mnist16.json",
+                           {"fid": None if dead else fid(it, s)})
     return preset
 
 
@@ -97,10 +93,10 @@ def test_claims_write_the_curve_table(tmp_path):
     preset = _curve_results(tmp_path, lambda it, s: 10 + s, lambda it, s: 20 + s)
     for run in ("a", "b"):
         for s in range(3):
-            _write(tmp_path / "metrics" / run / f"seed{s}" / "k15-n50-mnist16.json",
-                   {"fid": (10 if run == "a" else 20) + s})
-            _write(tmp_path / "runs" / run / f"seed{s}" / "final.json",
-                   {"iteration": 400, "total": 400, "diverged": False})
+            write_json(tmp_path / "metrics" / run / f"seed{s}" / "k15-n50-mnist16.json",
+                       {"fid": (10 if run == "a" else 20) + s})
+            write_json(tmp_path / "runs" / run / f"seed{s}" / "final.json",
+                       {"iteration": 400, "total": 400, "diverged": False})
     assert set(cc.curve_files(preset, tmp_path)) <= set(cl.claim_files(preset, tmp_path))
     rows = cl.evaluate_claims(preset, tmp_path)
     curve = cc.curve_claim_rows(preset, tmp_path)
@@ -124,7 +120,7 @@ def test_stability_row_counts_finished_and_names_divergences(tmp_path):
             if run == "b" and s == 2:
                 final = {"iteration": 50, "total": 400, "diverged": True, "diverged_at": 50,
                          "last_good_snapshot": None}
-            _write(tmp_path / "runs" / run / f"seed{s}" / "final.json", final)
+            write_json(tmp_path / "runs" / run / f"seed{s}" / "final.json", final)
     rows = cl.stability_rows(preset, tmp_path)
     assert [(r["a"], r["a_mean"], r["a_n"]) for r in rows] == [("A", 3.0, 3), ("B", 1.0, 3)]
     assert "seed 1 diverged at iteration 250, compared at its snapshot of iteration 200" in \
@@ -162,12 +158,7 @@ def test_pooled_sd_and_the_script(capsys):
     assert pooled_sd([1.0, 3.0], [2.0, 6.0]) == pytest.approx(math.sqrt((2 + 8) / 2))
     with pytest.raises(ValueError, match="at least 2"):
         pooled_sd([1.0], [2.0, 3.0])
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "power_seeds.py"
-    spec = importlib.util.spec_from_file_location("power_seeds", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("power_seeds")
     assert mod.main(["--a", "45", "47", "--b", "60", "58", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n"] >= 5 and out["width"] <= 0.1 * 46 and out["power"] >= 0.8

@@ -2,12 +2,9 @@
 claim kind's logic, rules read from the preset, the presets against the schema, and the rule
 planned by Snakemake."""
 
-import json
 import math
-import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,8 +21,8 @@ from cdrl.report.claim_stats import (
     two_group,
     welch,
 )
+from tests.conftest import ROOT, SNAKEMAKE, subprocess_env, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["tiny", "smoke", "paper"]
 
 
@@ -239,11 +236,6 @@ def test_presets_pass_the_schema_and_name_every_claim(name):
 
 
 # ----------------------------------------------------------------------------- from files
-def _write(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-
-
 def _bench_rounds(ratios: list[float]) -> str:
     """A ``cdrl bench`` rounds file: CDRL 0.1 s per image times a load that changes by round,
     DRL ``ratio`` times that; training rows, which C2 does not read, in between."""
@@ -276,18 +268,19 @@ def _fake_results(root: Path, seeds: list[int]) -> dict:
         for s in seeds:
             meta = {"seconds_per_image": secs[k] * (1 + 0.01 * s), "steps": k,
                     "tweedie": run != "d"}
-            _write(root / "metrics" / run / f"seed{s}" / f"k{k}-n40-digits.json",
-                   {"fid": fid + 0.3 * s, "provenance": {"samples_meta": meta}})
+            write_json(root / "metrics" / run / f"seed{s}" / f"k{k}-n40-digits.json",
+                       {"fid": fid + 0.3 * s, "provenance": {"samples_meta": meta}})
     for run in runs:
         for s in seeds:
-            _write(root / "runs" / run / f"seed{s}" / "final.json",
-                   {"iteration": 100, "total": 100, "diverged": False})
+            write_json(root / "runs" / run / f"seed{s}" / "final.json",
+                       {"iteration": 100, "total": 100, "diverged": False})
     for s in seeds:
-        _write(root / "downstream" / "ood" / f"c-seed{s}.json",
-               {"sets": {"s1": {"auroc": 0.8 + 0.01 * s}, "s2": {"auroc": 0.55 + 0.01 * s}}})
+        write_json(root / "downstream" / "ood" / f"c-seed{s}.json",
+                   {"sets": {"s1": {"auroc": 0.8 + 0.01 * s}, "s2": {"auroc": 0.55 + 0.01 * s}}})
         fills = {"inpaint": {"mse": 0.1 + 0.01 * s}, "baseline_known_mean": {"mse": 0.3},
                  "baseline_dataset_mean": {"mse": 0.5 - 0.01 * s}}
-        _write(root / "downstream" / "inpaint" / f"c-seed{s}.json", {"masks": {"center": fills}})
+        write_json(root / "downstream" / "inpaint" / f"c-seed{s}.json",
+                   {"masks": {"center": fills}})
     return preset
 
 
@@ -389,6 +382,7 @@ def test_one_seed_is_inconclusive_everywhere(tmp_path):
 
 
 # ----------------------------------------------------------------------------- workflow
+@pytest.mark.slow
 def test_the_rule_is_planned(tmp_path):
     """Dry run of the tiny preset asking for the claims table, in a scratch working directory
     (claims.smk included by the Snakefile, or by a wrapper beside it until it is)."""
@@ -403,11 +397,10 @@ def test_the_rule_is_planned(tmp_path):
     (work / "workflow").symlink_to(ROOT / "workflow")
     cfg = {**_preset("tiny"), "experiments_dir": str(ROOT / "workflow" / "config" / "experiments")}
     (work / "test.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(work), "-n",
+        [*SNAKEMAKE, "-s", str(snakefile), "-d", str(work), "-n",
          "--cores", "1", "results/tables/claims.md", "--configfile", str(work / "test.yaml")],
-        capture_output=True, text=True, timeout=300, env=env)
+        capture_output=True, text=True, timeout=300, env=subprocess_env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "localrule claims:" in out or "rule claims:" in out

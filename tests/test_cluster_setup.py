@@ -24,23 +24,15 @@ import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from tests.conftest import ROOT, SNAKEMAKE, subprocess_env
+
 TINY = ROOT / "workflow" / "config" / "tiny.yaml"
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(extra)
-    return env
-
-
 def _smk(args, cwd=ROOT, timeout=300, **env) -> subprocess.CompletedProcess:
     return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True,
-                          env=_env(**env), timeout=timeout)
+                          env=subprocess_env(threads=1, **env), timeout=timeout)
 
 
 def _workdir(tmp_path: Path, cfg: dict) -> Path:
@@ -79,6 +71,7 @@ def test_the_root_all_file_is_gone():
     ["-n", "all", "--config", "seeds=[1]"],
     ["-n", "--config", "seeds=[1]", "--", "all"],
 ])
+@pytest.mark.slow
 def test_config_override_merges_onto_the_default_preset(argv):
     proc = _smk(argv)
     out = proc.stdout + proc.stderr
@@ -87,6 +80,7 @@ def test_config_override_merges_onto_the_default_preset(argv):
     assert "seed0/final.json" not in out
 
 
+@pytest.mark.slow
 def test_snakefile_from_another_folder_with_directory(tmp_path):
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()
@@ -219,6 +213,7 @@ def _installed(name: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_make_install_installs_from_the_lock(tmp_path):
     proc = subprocess.run(["make", "-n", "-B", "install", f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
@@ -237,13 +232,15 @@ def test_every_rule_deploys_environment_yml():
 # ---- GPU rules stop at once without CUDA --------------------------------------------------------
 
 @NO_CUDA
+@pytest.mark.slow
 def test_cli_with_cuda_required_stops_before_any_work(tmp_path, tiny_config_dict):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config_dict(device="auto")))
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
                            "--run-dir", str(tmp_path / "run")], capture_output=True, text=True,
-                          env=_env(CDRL_REQUIRE_CUDA="1"), timeout=120)
+                          env=subprocess_env(threads=1, CDRL_REQUIRE_CUDA="1"),
+                          timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "asked for GPUs" in proc.stderr and "sees no CUDA device" in proc.stderr
     assert "require_cuda: false" in proc.stderr
@@ -251,6 +248,7 @@ def test_cli_with_cuda_required_stops_before_any_work(tmp_path, tiny_config_dict
     assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.slow
 def test_gpu_rules_get_the_cuda_requirement(tmp_path):
     cfg = _tiny()
     cfg["train_resources"] = {**cfg["train_resources"], "gpu": 1}
@@ -297,6 +295,7 @@ def _cifar_preset(**top) -> dict:
     return cfg
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_a_dry_run_warning_and_stops_a_real_run(tmp_path):
     work = _workdir(tmp_path, _cifar_preset())
     t0 = time.monotonic()
@@ -326,6 +325,7 @@ def test_missing_dataset_is_a_dry_run_warning_and_stops_a_real_run(tmp_path):
 
 
 @pytest.mark.parametrize("word", ["false", "no", "False"])
+@pytest.mark.slow
 def test_preflight_can_be_switched_off_as_yaml_writes_it(tmp_path, word):
     work = _workdir(tmp_path, _cifar_preset())
     proc = _in(work, "-n", "all", "--config", f"preflight={word}")
@@ -333,12 +333,14 @@ def test_preflight_can_be_switched_off_as_yaml_writes_it(tmp_path, word):
     assert "Pre-flight" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_preflight_can_be_switched_off(tmp_path):
     work = _workdir(tmp_path, _cifar_preset(preflight=False))
     proc = _in(work, "--cores", "1", "results/configs/c10/seed0.yaml")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
 
+@pytest.mark.slow
 def test_missing_weights_and_unwritable_results_are_named_by_the_plan(tmp_path):
     work = _workdir(tmp_path, _tiny(inception_weights=str(tmp_path / "nope.pth")))
     cfg = yaml.safe_load((work / "preset.yaml").read_text())
@@ -393,7 +395,7 @@ def test_training_log_shows_progress_while_it_runs_and_attempts_append(tmp_path)
     log = work / "logs/train/long/seed0.log"
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--cores", "1",
            "results/runs/long/seed0/final.json", "--configfile", str(work / "preset.yaml")]
-    proc = subprocess.Popen(cmd, cwd=work, env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=work, env=subprocess_env(threads=1), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
@@ -515,6 +517,7 @@ def test_isc_with_a_file_staged_by_hand(tmp_path, stand_in):
     assert res["isc_mean"] is not None
 
 
+@pytest.mark.slow
 def test_the_preset_switch_reaches_the_evaluation_jobs(tmp_path, stand_in):
     cfg = _tiny()
     cfg["evaluation"]["digits16"]["headline_metrics"] = {"inception": ["fid", "isc"]}

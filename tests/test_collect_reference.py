@@ -1,16 +1,13 @@
 """scripts/collect_reference.py: what a committed reference holds, and its refusal to copy a
 half-finished run."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("collect_reference",
-                                              ROOT / "scripts" / "collect_reference.py")
-collect_reference = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(collect_reference)
+from tests.conftest import load_script
+
+collect_reference = load_script("collect_reference")
 
 
 def _finished(work: Path, skip: str = "") -> None:
@@ -35,7 +32,8 @@ def test_copies_tables_and_figures_and_writes_the_readme(tmp_path):
                                    "--wall-s", "3725"]) == 0
     readme = (out / "README.md").read_text()
     assert "`snakemake all`" in readme and "`abc1234`" in readme and "1 h 02 min" in readme
-    assert "## Claims: claims" in readme
+    assert readme.count("## claims") == 1 and "## Claims: " not in readme  # the table once
+    assert readme.index("![The claims") < readme.index("## claims")  # the figure above it
     assert (out / "tables" / "guidance.csv").is_file()  # optional tables come when present
     assert not (out / "tables" / "ood.md").exists()
     assert (out / "figures" / "learning_curves.png").read_bytes() == b"png"

@@ -2,13 +2,13 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from cdrl.core.config import ConfigError, config_from_dict, config_to_dict, load_config
+from tests.conftest import ROOT
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "workflow" / "config" / "experiments"
+EXPERIMENTS = ROOT / "workflow" / "config" / "experiments"
 
 
 @pytest.mark.parametrize("name", ["toy_official.yaml", "toy_fast.yaml"])
@@ -55,6 +55,7 @@ def test_defaults_and_round_trip():
     assert config_from_dict(config_to_dict(cfg)) == cfg
 
 
+@pytest.mark.slow
 def test_cli_reports_config_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  batch_sise: 4\n")

@@ -35,11 +35,16 @@ from cdrl.core.guidance import Guide  # noqa: E402
 from cdrl.core.nets.layers import frozen_spectral_norm  # noqa: E402
 from cdrl.core.sampler import PerImageNoise, ebm_grad_fn, energy_grad_fn  # noqa: E402
 from cdrl.report.bench import build_for_bench  # noqa: E402
-from cdrl.train.checkpoint import load_latest  # noqa: E402
 from cdrl.train.registry import build_method  # noqa: E402
 from cdrl.train.trainer import load_run, train  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    ROOT,
+    checkpoint_state,
+    staged_inception,
+    state_differences,
+    state_leaves,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "workflow/config/experiments"
 HAS_CUDA = torch.cuda.is_available()
 NO_CUDA = ("CUDA is not available (torch.cuda.is_available() is False); these checks run on a GPU "
@@ -136,7 +141,7 @@ def test_energy_and_langevin_gradient_match_a_float64_cpu_reference(device, name
     ebm64 = copy.deepcopy(cpu_copy(cfg, m).ebm_ema.model).double().eval()
     k = torch.arange(4) % m.T
     y = torch.randn(4, *m.data_shape, generator=gen(0))
-    cond = m._condition(ebm, k.to(m.device))
+    cond = m.level_condition(ebm, k.to(m.device))
     with frozen_spectral_norm(ebm):
         f = ebm.energy(y.to(m.device), cond)
         g = ebm_grad_fn(ebm, cond)(y.to(m.device))
@@ -187,11 +192,11 @@ def test_per_image_seeds_give_the_same_images_whatever_the_batch(device, name, r
     shape = (6, *m.data_shape)
     streams = PerImageNoise(11, range(6), m.device).randn(shape)
     assert torch.equal(streams[2:], PerImageNoise(11, range(2, 6), m.device).randn((4, *shape[1:])))
-    chain_grad = ebm_grad_fn(m.ebm_ema.model, m._condition(m.ebm_ema.model,
+    chain_grad = ebm_grad_fn(m.ebm_ema.model, m.level_condition(m.ebm_ema.model,
                                                              torch.arange(6, device=m.device)))
     with frozen_spectral_norm(m.ebm_ema.model):
         together = chain_grad(streams)
-        alone = torch.cat([ebm_grad_fn(m.ebm_ema.model, m._condition(
+        alone = torch.cat([ebm_grad_fn(m.ebm_ema.model, m.level_condition(
             m.ebm_ema.model, torch.tensor([i], device=m.device)))(streams[i:i + 1])
             for i in range(6)])
     grad_rel = rel_err(alone, together)
@@ -233,7 +238,7 @@ def test_tweedie_step_matches_the_formula_on_a_float64_cpu_copy(device, record_p
     x0 = 0.5 * torch.randn(4, *m.data_shape, generator=gen(2))
     got = m.tweedie(ebm, x0.to(m.device)).cpu()
     k0 = torch.zeros(4, dtype=torch.long)
-    cond = as64(twin._condition(twin.ebm_ema.model, k0))
+    cond = as64(twin.level_condition(twin.ebm_ema.model, k0))
     s = m.schedule
     sqrt_m = float(s.m[0].sqrt())
     scale = float(s.sigma_bar[0] ** 2 / (cfg.sample.tweedie_b2 * s.c[0] * s.beta[0]))
@@ -273,18 +278,18 @@ def test_class_conditional_guidance_matches_the_hand_computation(device, record_
         want = (1 + w) * twin.initializer(x, t, c) - w * twin.initializer(x, t, null)
         got = m.propose(m.initializer, x.to(dev), k.to(dev), guide=guide.to(dev))
     errs["proposal_mean_rel_err"] = rel_err(got, want)
-    conds = [as64(twin._condition(twin.ebm, k, lab)) for lab in (c, null)]
+    conds = [as64(twin.level_condition(twin.ebm, k, lab)) for lab in (c, null)]
     g64 = grad64(ebm64, y0, conds, (1 + w, -w))
     step = m.refine(ebm, y0.to(dev), x.to(dev), k.to(dev), 1, noise_scale=0.0,
                     guide=guide.to(dev)).cpu()
-    pull = twin._per_sample("pull", k).double()
+    pull = twin.per_sample("pull", k).double()
     errs["langevin_step_rel_err"] = rel_err(step.double() - y0.double(),
                                             0.5 * g64 - pull * (y0.double() - x.double()))
     k0 = torch.zeros(n, dtype=torch.long)
     s = m.schedule
     sqrt_m = float(s.m[0].sqrt())
     scale = float(s.sigma_bar[0] ** 2 / (cfg.sample.tweedie_b2 * s.c[0] * s.beta[0]))
-    conds0 = [as64(twin._condition(twin.ebm, k0, lab)) for lab in (c, null)]
+    conds0 = [as64(twin.level_condition(twin.ebm, k0, lab)) for lab in (c, null)]
     shift = scale * sqrt_m * grad64(ebm64, sqrt_m * x.double(), conds0, (1 + w, -w))
     got_x = m.tweedie(ebm, x.to(dev), guide.to(dev)).cpu().double()
     errs["tweedie_rel_err"] = rel_err(got_x * float(s.alpha_bar[0].sqrt()) - x.double(), shift)
@@ -313,31 +318,20 @@ def deterministic(device: str):
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
 
 
-def _leaves(obj, prefix: str = "") -> dict:
-    if isinstance(obj, dict):
-        return {k: v for key, val in obj.items() for k, v in _leaves(val, f"{prefix}/{key}").items()}
-    if isinstance(obj, (list, tuple)):
-        return {k: v for i, val in enumerate(obj) for k, v in _leaves(val, f"{prefix}/{i}").items()}
-    return {prefix: obj}
-
-
 def checkpoint_difference(dir_a: Path, dir_b: Path) -> tuple[bool, float]:
     """(bit for bit?, largest relative difference of a float tensor) between the newest
     checkpoints of two runs; integer tensors (RNG states) and other values must be equal."""
-    a, b = ({key: load_latest(d)[key] for key in ("method", "rng", "iteration")} for d in
-            (dir_a, dir_b))
-    a, b = _leaves(a), _leaves(b)
-    assert a.keys() == b.keys() and len(a) > 50
-    exact, worst = True, 0.0
-    for key, va in a.items():
-        vb = b[key]
-        if not isinstance(va, torch.Tensor):
-            assert va == vb, key
-        elif not torch.equal(va, vb):
-            exact = False
-            assert va.is_floating_point(), f"{key}: integer state differs"
-            worst = max(worst, rel_err(va, vb))
-    return exact, worst
+    a, b = checkpoint_state(dir_a), checkpoint_state(dir_b)
+    leaves_a, leaves_b = state_leaves(a), state_leaves(b)
+    assert leaves_a.keys() == leaves_b.keys() and len(leaves_a) > 50
+    worst = 0.0
+    differences = state_differences(a, b)
+    for key in differences:
+        va, vb = leaves_a.get(key), leaves_b.get(key)
+        assert isinstance(va, torch.Tensor) and isinstance(vb, torch.Tensor), key
+        assert va.is_floating_point() and va.shape == vb.shape, f"{key}: integer state differs"
+        worst = max(worst, rel_err(va, vb))
+    return not differences, worst
 
 
 @on_devices()
@@ -361,14 +355,6 @@ def test_checkpoint_written_on_the_device_resumes_and_loads_on_the_cpu(
 
 
 # ----------------------------------------------------------------------------- FID
-def _staged_inception() -> Path | None:
-    for cand in (os.environ.get("CDRL_INCEPTION_WEIGHTS"),
-                 ROOT / "resources/weights/pt_inception-2015-12-05-fid-port.pth"):
-        if cand and Path(cand).is_file():
-            return Path(cand)
-    return None
-
-
 def _blocky_images(n: int, cells: int, seed: int) -> np.ndarray:
     """uint8 NHWC 32x32 images: random colour blocks of ``32 / cells`` pixels plus noise."""
     rng = np.random.default_rng(seed)
@@ -406,7 +392,7 @@ def test_evaluate_inception_fid_on_the_device_matches_the_cpu(device, tmp_path,
     """The same images through ``cdrl evaluate`` on the device and on the CPU (separate caches):
     FID within 0.1 %. The cpu case compares two CPU runs, which tests the comparison."""
     pytest.importorskip("torch_fidelity")
-    weights = _staged_inception()
+    weights = staged_inception()
     if weights is None:
         pytest.skip("Inception FID weights not staged: make stage (python scripts/"
                     "stage_inception.py --dest resources/weights) or set CDRL_INCEPTION_WEIGHTS")

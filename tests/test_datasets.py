@@ -22,9 +22,11 @@ from cdrl.data.images import (
     IMAGE_DATASETS,
     DatasetError,
     ImageSet,
-    content_hash,
+    content_sha256,
+    float_to_uint8,
     load_image_dataset,
     make_data,
+    uint8_to_float,
 )
 from cdrl.data.toy import ToyData
 
@@ -300,14 +302,40 @@ def test_uint8_dataset_items():
     assert len(rgb) == 4 and rgb[2].shape == (3, 4, 4)
 
 
-def test_content_hash_tracks_content():
+def _set_hash(data: ImageSet) -> str:
+    return content_sha256(data.images, data.labels, data.attributes)
+
+
+def test_content_sha256_tracks_content():
     a, b = small_set(), small_set()
-    assert content_hash(a) == content_hash(b) and len(content_hash(a)) == 16
+    assert _set_hash(a) == _set_hash(b) and len(_set_hash(a)) == 64
     b.images[2, 0, 1, 1] += 1
-    assert content_hash(a) != content_hash(b)
+    assert _set_hash(a) != _set_hash(b)
     c = small_set()
     c.labels[0] = 1
-    assert content_hash(a) != content_hash(c)
+    assert _set_hash(a) != _set_hash(c)
+    # The pixels alone: tensor or numpy, the same key; the shape counts, not just the bytes.
+    assert content_sha256(a.images) == content_sha256(a.images.numpy()) != _set_hash(a)
+    assert content_sha256(a.images) != content_sha256(a.images.reshape(2, 2, 4, 4))
+
+
+def test_float_to_uint8_clamps_and_rounds_half_to_even_in_the_input_precision():
+    x = np.array([-3.0, -1.0, 0.0, 0.999, 1.0, 3.0], np.float32).reshape(1, 1, 2, 3)
+    want = [0, 0, 128, 255, 255, 255]                      # 0.0 -> 127.5 -> 128 (even)
+    assert float_to_uint8(x).ravel().tolist() == want and float_to_uint8(x).dtype == np.uint8
+    t = torch.from_numpy(x)
+    assert float_to_uint8(t).dtype == torch.uint8 and float_to_uint8(t).ravel().tolist() == want
+    # Near every halfway point k + 0.5, numpy's rint of the same float32 arithmetic agrees.
+    near = (np.arange(256) + 0.5) / 127.5 - 1
+    x32 = np.concatenate([near, np.nextafter(near, 2), np.nextafter(near, -2),
+                          RNG.uniform(-1.2, 1.2, 1000)]).astype(np.float32).reshape(-1, 1, 1, 1)
+    ref = np.rint((np.clip(x32, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    assert np.array_equal(float_to_uint8(x32), ref)
+    assert np.array_equal(float_to_uint8(torch.from_numpy(x32)).numpy(), ref)
+    assert np.array_equal(float_to_uint8(x32.transpose(0, 2, 3, 1)),       # any layout
+                          float_to_uint8(x32).transpose(0, 2, 3, 1))
+    u8 = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    assert torch.equal(float_to_uint8(uint8_to_float(u8)), u8)             # the inverse
 
 
 # Errors and dispatch.

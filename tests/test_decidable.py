@@ -1,14 +1,12 @@
 """Every claim of the deciding presets can be decided as configured (cdrl.report.decidable)."""
 
-from pathlib import Path
 
 import pytest
 import yaml
 
 from cdrl.report.decidable import MIN_VALUES, undecidable
 from cdrl.report.experiments import apply_every_run, preset_view, select_decided
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def _view(name: str, **change) -> dict:

@@ -4,7 +4,6 @@ the same run for the same global batch, and the sharded randomness is the one-pr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -14,12 +13,13 @@ import yaml
 
 from cdrl.train.checkpoint import load_latest
 from cdrl.train.distributed import sharded_randomness
+from tests.conftest import float_leaves, subprocess_env
 
 
 def _train(tmp_path, cfg: dict, nproc: int, name: str):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "CDRL_NPROC": str(nproc), "OMP_NUM_THREADS": "1"}
+    env = subprocess_env(threads=1, CDRL_NPROC=str(nproc))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     run = tmp_path / name
@@ -28,14 +28,6 @@ def _train(tmp_path, cfg: dict, nproc: int, name: str):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
-
-
-def _flat(state, prefix=""):
-    for key, val in state.items():
-        if isinstance(val, dict):
-            yield from _flat(val, f"{prefix}{key}.")
-        elif isinstance(val, torch.Tensor) and val.is_floating_point():
-            yield prefix + key, val
 
 
 def test_sharded_randomness_is_the_one_process_stream():
@@ -64,7 +56,7 @@ def test_two_processes_match_one_for_the_same_global_batch(tmp_path, tiny_config
     assert a["iteration"] == b["iteration"] == 6
     assert json.loads((two / "final.json").read_text())["world_size"] == 2
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
-    wa, wb = dict(_flat(a["method"])), dict(_flat(b["method"]))
+    wa, wb = float_leaves(a["method"]), float_leaves(b["method"])
     assert wa.keys() == wb.keys()
     for key, val in wa.items():
         # Summation order differs (gradients are all-reduced); Adam amplifies it to ~3e-5 here.

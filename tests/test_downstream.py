@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,7 @@ from cdrl.core.sampler import energy_grad_fn
 from cdrl.eval.class_accuracy import class_accuracy
 from cdrl.tasks.ood import auroc
 from cdrl.train.trainer import load_run, train
-from tests.conftest import TINY_COND_DIGITS, merge
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, TINY_COND_DIGITS, assert_same_checkpoint, merge
 
 
 def _perturbed_method(cfg_dict: dict, data_shape) -> CDRL:
@@ -69,12 +66,12 @@ def test_guided_mean_energy_and_tweedie_match_the_hand_computation(kind, tiny_co
             return (1 + w) * m.ebm.energy(y, cond_c) - w * m.ebm.energy(y, cond_0)
         g = energy_grad_fn(f_w)(y0)
     assert g.abs().max() > 1e-3
-    step = y0 + 0.5 * g - m._per_sample("pull", k) * (y0 - x)
+    step = y0 + 0.5 * g - m.per_sample("pull", k) * (y0 - x)
     got = m.refine(m.ebm, y0, x, k, 1, noise_scale=0.0, guide=guide)
     torch.testing.assert_close(got, step, rtol=1e-4, atol=1e-5)
     # Tweedie with the guided energy.
     k0 = torch.zeros(n, dtype=torch.long)
-    sqrt_m = m._per_sample("sqrt_m", k0)
+    sqrt_m = m.per_sample("sqrt_m", k0)
     with frozen_spectral_norm(m.ebm):
         def f0(y):
             return ((1 + w) * m.ebm.energy(y, m.ebm.condition(m.t_level[k0], c))
@@ -118,7 +115,7 @@ def test_null_label_dropping_rate_and_shared_label(tmp_path, monkeypatch):
 
 
 def test_conditional_resume_is_bit_exact_and_labels_are_per_image(
-        tmp_path, write_config, assert_same_checkpoint):
+        tmp_path, write_config):
     cfg = config_from_dict(TINY_COND_DIGITS)
     train(cfg, tmp_path / "straight", progress=False)
     train(cfg, tmp_path / "resumed", max_iters=2, progress=False)
@@ -346,7 +343,7 @@ def test_composition_energy_and_mean_formula(kind, tiny_config_dict):
                           for c in (null, c1, c2))
             return f0 + (1 + w) * ((f1 - f0) + (f2 - f0))
         g = energy_grad_fn(f_comp)(y0)
-    step = y0 + 0.5 * g - m._per_sample("pull", k) * (y0 - x)
+    step = y0 + 0.5 * g - m.per_sample("pull", k) * (y0 - x)
     got = m.refine(m.ebm, y0, x, k, 1, noise_scale=0.0, guide=guide)
     torch.testing.assert_close(got, step, rtol=1e-4, atol=1e-4)
 

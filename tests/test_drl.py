@@ -1,20 +1,14 @@
-"""DRL baseline: its numbers match spec 1.3 / 2.3, it trains, resumes and samples."""
-
-from pathlib import Path
+"""DRL baseline: its numbers match spec 1.3 / 2.3 and its chain starts at the noisier sample.
+Training, bit-exact resume and sampling: test_trainer.py::test_resume_is_bit_exact[drl]."""
 
 import pytest
 import torch
 
 from cdrl.core.config import ConfigError, config_from_dict, load_config
 from cdrl.train.registry import build_method
-from cdrl.train.trainer import load_run, train
+from tests.conftest import DRL_TINY, ROOT
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "workflow" / "config" / "experiments"
-DRL_TINY = {"method": "drl", "initializer": {"arch": "none"},
-            "schedule": {"kind": "drl", "b2": 2e-3, "c_mode": "constant"},
-            "ebm": {"time_input": "index"},
-            "train": {"langevin_steps": 4, "variance_reduction": False, "ema_ramp": False},
-            "sample": {"langevin_steps": 4, "noise_scale": 0.99}}
+EXPERIMENTS = ROOT / "workflow" / "config" / "experiments"
 
 
 def test_drl_cifar10_config_matches_the_spec():
@@ -52,18 +46,6 @@ def test_drl_refuses_an_initializer():
                      (2,), torch.device("cpu"))
 
 
-def test_drl_trains_resumes_exactly_and_samples(tmp_path, tiny_config_dict,
-                                                assert_same_checkpoint):
-    cfg = config_from_dict(tiny_config_dict(**DRL_TINY))
-    train(cfg, tmp_path / "a", progress=False)
-    train(cfg, tmp_path / "b", max_iters=4, progress=False)
-    train(cfg, tmp_path / "b", progress=False)
-    assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
-    _, ma, _ = load_run(tmp_path / "a")
-    x, levels = ma.sample(50, generator=torch.Generator().manual_seed(0), return_levels=True)
-    assert x.shape == (50, 2) and len(levels) == 7 and torch.isfinite(x).all()
-
-
 def test_drl_chain_starts_at_the_noisier_sample(tiny_config_dict):
     cfg = config_from_dict(tiny_config_dict(**DRL_TINY))
     method = build_method(cfg, (2,), torch.device("cpu"))
@@ -76,7 +58,7 @@ def test_drl_chain_starts_at_the_noisier_sample(tiny_config_dict):
 def test_published_numbers_have_sources():
     import csv
 
-    rows = list(csv.DictReader(open(EXPERIMENTS.parents[1] / "data" / "published.csv")))
+    rows = list(csv.DictReader(open(ROOT / "workflow" / "data" / "published.csv")))
     assert rows and all(r["source"] and r["paper"] and float(r["value"]) > 0 for r in rows)
     drl = {(r["metric"]): float(r["value"]) for r in rows
            if r["method"] == "DRL" and r["dataset"] == "cifar10"}

@@ -7,7 +7,6 @@ $CDRL_INCEPTION_WEIGHTS); CI stages them first with scripts/stage_inception.py.
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,9 @@ import torch
 from PIL import Image
 
 from cdrl.eval import evaluate as ev
-from cdrl.eval.digits_features import DigitsFeatureExtractor, digits_uint8, ensure_digits_weights
 from cdrl.eval.inception_weights import FID_PORT_FILE
+from cdrl.eval.small_cnn import DigitsFeatureExtractor, digits_uint8, ensure_digits_weights
+from tests.conftest import staged_inception
 
 PROVENANCE_KEYS = {"versions", "extractor", "feature_extractor", "weights_file", "weights_sha256",
                    "sample_count", "samples_sha256", "reference_count", "reference_name",
@@ -63,6 +63,28 @@ def test_digits_weights_are_reused(digits_weights):
     before = digits_weights.stat().st_mtime_ns
     info = ensure_digits_weights(digits_weights)
     assert digits_weights.stat().st_mtime_ns == before and len(info["sha256"]) == 64
+
+
+def test_one_small_cnn_module_serves_every_extractor_and_classifier(digits_weights):
+    """`cdrl evaluate --extractor` and `cdrl class-accuracy --classifier` name the same three
+    configurations of cdrl.eval.small_cnn, with the same weights files."""
+    from cdrl.eval.class_accuracy import CLASSIFIERS
+    from cdrl.eval.small_cnn import CNN_CONFIGS, DIGITS
+
+    assert list(CNN_CONFIGS) == ["digits", "mnist", "mnist16"] == ev.EXTRACTORS[1:]
+    assert {c.name: str(c.weights) for c in CNN_CONFIGS.values()} == {
+        name: weights for name, (_, weights) in CLASSIFIERS.items()} == {
+        "digits-cnn": "resources/weights/digits-cnn.pth",
+        "mnist-cnn": "resources/weights/mnist-cnn.pth",
+        "mnist16-cnn": "resources/weights/mnist16-cnn.pth"}
+    assert ev.CONF_EXTRACTORS == ("mnist", "mnist16")
+    info = ensure_digits_weights(digits_weights)
+    assert info["extractor"] == "digits-cnn" and info["size"] == 16 and info["threads"] == 1
+    assert (info["epochs"], info["batch"], info["lr"], info["lr_decay"]) == (15, 64, 3e-3, "none")
+    # Digits inputs of any size are resized bilinearly to 16x16 (MNIST16 area-resizes instead).
+    x8 = torch.from_numpy(digits_uint8()[0][:4])
+    assert DIGITS.preprocess(x8).shape == (4, 1, 16, 16)
+    assert torch.equal(DIGITS.preprocess(x8.repeat(1, 3, 1, 1)), DIGITS.preprocess(x8))
 
 
 def test_fid_zero_on_itself_and_grows_with_noise(digits_weights, digits, tmp_path):
@@ -172,20 +194,13 @@ def test_missing_inception_weights_say_how_to_stage(digits, tmp_path, monkeypatc
     assert "nope.pth" in err and "scripts/stage_inception.py" in err
 
 
-def _staged_inception() -> Path | None:
-    for cand in (os.environ.get(ev.INCEPTION_ENV), Path("resources/weights") / FID_PORT_FILE):
-        if cand and Path(cand).is_file():
-            return Path(cand)
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_staged_inception() is None,
+@pytest.mark.skipif(staged_inception() is None,
                     reason="Inception FID weights not staged: run python "
                            "scripts/stage_inception.py --dest resources/weights "
                            "(or set CDRL_INCEPTION_WEIGHTS)")
 def test_real_inception_digits_halves_far_below_noise(digits, tmp_path):
-    weights = _staged_inception()
+    weights = staged_inception()
     rng = np.random.default_rng(0)
     a = _npz(tmp_path / "a.npz", digits[:100])
     b = _npz(tmp_path / "b.npz", digits[100:200])

@@ -1,7 +1,6 @@
 """Every shipped experiment config loads, builds its method, and (when its data ships offline)
 trains two iterations and samples through the CLI."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,9 @@ from cdrl.cli import main as cli_main
 from cdrl.core.config import load_config
 from cdrl.data.images import IMAGE_DATASETS
 from cdrl.train.registry import build_method
+from tests.conftest import ROOT
 
-EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "workflow/config/experiments")
+EXPERIMENTS = sorted((ROOT / "workflow/config/experiments")
                      .glob("*.yaml"))
 OFFLINE = {"checkerboard", "8gaussians", "rings", "quadrants", "digits16", "lfw25"}
 

@@ -2,29 +2,21 @@
 
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from cdrl.core.config import ConfigError
+from cdrl.core.config import ConfigError, config_from_dict, config_to_dict
 from cdrl.report import tables
 from cdrl.report.experiments import apply_overrides, resolve_run, run_instances, run_seeds
+from tests.conftest import ROOT, markdown_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "workflow" / "config"
 PUBLISHED = ROOT / "workflow" / "data" / "published.csv"
 LONG_COLUMNS = ["dataset", "run", "method", "metric", "extractor", "steps", "n_samples", "seeds",
                 "mean", "std", "note", "published", "published_dataset", "difference",
                 "published_source"]
-
-
-def _markdown_rows(md: str) -> tuple[list[str], list[list[str]]]:
-    """Header and body cells of the one pipe table in ``md``."""
-    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
-    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
-    return cells[0], cells[2:]
 
 
 def test_overrides_are_dotted_and_do_not_touch_the_input():
@@ -34,6 +26,24 @@ def test_overrides_are_dotted_and_do_not_touch_the_input():
     assert base["train"]["ebm_optim"]["lr"] == 1.0
     with pytest.raises(ConfigError, match="train.iterations is a int, not a section"):
         apply_overrides(base, {"train.iterations.x": 1})
+
+
+def test_overrides_also_take_key_value_strings_with_yaml_values():
+    """`cdrl bench --set` passes ``KEY=VALUE`` strings through the same parser: the values are
+    YAML, the items apply in order, a missing section is made (the schema then rejects an unknown
+    one) and an item without ``=`` or a key through a non-section names ``--set``."""
+    base = {"train": {"iterations": 10}}
+    out = apply_overrides(base, ["train.iterations=3", "sample.tweedie=false", "ebm.ch_mult=[1, 2]",
+                                 "ebm={width: 4}", "ebm.width=8", "data.name=digits16"])
+    assert out == {"train": {"iterations": 3}, "sample": {"tweedie": False},
+                   "ebm": {"width": 8}, "data": {"name": "digits16"}}
+    assert base == {"train": {"iterations": 10}}
+    with pytest.raises(ConfigError, match=r"--set 'ebm.width': expected KEY=VALUE"):
+        apply_overrides(base, ["ebm.width"], where="--set")
+    with pytest.raises(ConfigError, match=r"--set: 'train.iterations.x': train.iterations is"):
+        apply_overrides(base, ["train.iterations.x=1"], where="--set")
+    with pytest.raises(ConfigError, match="unknown config key ebmx"):
+        config_from_dict(apply_overrides(config_to_dict(config_from_dict({})), ["ebmx.width=3"]))
 
 
 @pytest.mark.parametrize("preset", ["smoke", "paper", "tiny"])
@@ -129,7 +139,7 @@ def test_tables_put_reproduced_beside_published(tmp_path):
     assert list(back.columns) == LONG_COLUMNS and len(back) == 2
     assert back["mean"].iloc[0] == pytest.approx(5.0)
     # For people: one row per method, metrics as columns, the paper and the difference beside.
-    header, rows = _markdown_rows((tmp_path / "out" / "main.md").read_text())
+    header, rows = markdown_rows((tmp_path / "out" / "main.md").read_text())
     assert header == ["method", "dataset", "features", "samples", "FID", "FID paper",
                       "FID difference", "KID"]
     assert rows == [["CDRL", "CIFAR-10", "Inception", "8", "5 ± 1 (3 seeds)", "4.31 [1]",

@@ -9,7 +9,6 @@ JUnit parsing and the cost model are checked against hand-computed answers.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -24,19 +23,12 @@ from cdrl.report import speedups as ab
 from cdrl.report.bench import build_for_bench
 from cdrl.report.gpu_report import gpu_peaks
 from cdrl.report.preset_cost import Measured, preset_cost
+from tests.conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts/gpu_check.py"
 EXP = ROOT / "workflow/config/experiments"
 ROW_KEYS = {"variant", "description", "target", "speedup", "error", "tolerance", "decision",
             "reason", "measured_on"}
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +142,7 @@ def test_gpu_peaks_by_name():
 
 
 def test_output_paths_keep_the_older_json_form():
-    m = load_script()
+    m = load_script("gpu_check")
     assert m.output_paths("a/b.json") == (Path("a"), Path("a/b.json"), Path("a/b.md"))
     assert m.output_paths("d") == (Path("d"), Path("d/results.json"), Path("d/summary.md"))
 
@@ -161,12 +153,13 @@ def test_junit_properties_are_typed(tmp_path):
                    '<property name="max_rel_diff" value="1e-07"/><property name="bit_exact" '
                    'value="True"/></properties></testcase><testcase name="u[cuda]" time="0">'
                    '<skipped message="no GPU"/></testcase></testsuite></testsuites>')
-    cases = load_script().parse_junit(xml)
+    cases = load_script("gpu_check").parse_junit(xml)
     assert cases[0] == {"test": "t[cuda]", "outcome": "passed", "seconds": 1.5, "message": "",
                         "properties": {"max_rel_diff": 1e-07, "bit_exact": True}}
     assert cases[1]["outcome"] == "skipped" and cases[1]["message"] == "no GPU"
 
 
+@pytest.mark.slow
 def test_without_cuda_it_stops_with_status_2(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -179,7 +172,7 @@ def test_without_cuda_it_stops_with_status_2(tmp_path):
 def test_applied_settings_are_undone():
     torch.set_num_threads(1)
     _, method, _ = build_for_bench(str(EXP / "cdrl_cifar10.yaml"), None,
-                                   load_script().QUICK, "cpu")
+                                   load_script("gpu_check").QUICK, "cpu")
     ebm = method.ebm_ema.model
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.backends.cudnn.benchmark)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 PACKAGES = ("cdrl", "baselines")
 # A part may import its own modules and any part with a lower rank.
 RANK = {"cdrl": 0, "cdrl.io": 0, "cdrl.data": 1, "cdrl.core": 2, "baselines": 3,

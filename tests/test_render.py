@@ -1,8 +1,6 @@
 """Tables and figures for people: cdrl.report.render (Markdown via tabulate, LaTeX via the pandas
 Styler), the downstream and speed views, and image grids via torchvision's make_grid."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,16 +9,11 @@ import torch
 from cdrl.report import downstream_tables as dt
 from cdrl.report.bench import COLUMNS, speed_view
 from cdrl.report.figures import image_grid
-from cdrl.report.render import View, latex, markdown, measured, write_table
+from cdrl.report.render import View, fmt, latex, markdown, measured, write_table
 from cdrl.report.tables import Published
+from tests.conftest import ROOT, markdown_rows
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "workflow" / "data" / "published.csv"
-
-
-def _markdown_rows(md: str) -> tuple[list[str], list[list[str]]]:
-    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
-    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
-    return cells[0], cells[2:]
+PUBLISHED = ROOT / "workflow" / "data" / "published.csv"
 
 
 def test_measured_cells():
@@ -29,12 +22,25 @@ def test_measured_cells():
     assert measured(float("nan"), None, 2) == "n/a"
 
 
+def test_fmt_is_the_one_number_formatter():
+    """render's cells, bench's CSV, the claims' evidence and the GPU summary all format with it:
+    integers and whole floats below 1e6 as integers, else ``digits`` significant digits."""
+    assert [fmt(v) for v in (91, np.int64(7), 180.0, 12345.0, 2e6, 0.0123456, -61.4712)] == [
+        "91", "7", "180", "12345", "2e+06", "0.01235", "-61.47"]
+    assert fmt(np.float32(0.123456789)) == "0.1235" and fmt(0.123456, 3) == "0.123"
+    # Missing values: None, NaN, infinities, pandas' NA; the GPU summary says n/a.
+    assert [fmt(v) for v in (None, float("nan"), float("inf"), pd.NA)] == ["", "", "", ""]
+    assert fmt(None, missing="n/a") == fmt(float("nan"), 3, "n/a") == "n/a"
+    # Text verbatim, even when it looks like a number (a CUDA version "13.0" stays so).
+    assert [fmt(v) for v in ("T*K+1", "13.0", "", True)] == ["T*K+1", "13.0", "", "True"]
+
+
 def test_markdown_and_latex_writers(tmp_path):
     view = View(pd.DataFrame({"method": ["A|B", "C_1"], "FID": ["5 ± 1 (3 seeds)", 4.0],
                               "FID difference": ["–", None]}),
                 ["[1] Zhu et al. 2024, arXiv 2309.05153, Table 1", "100% & more"])
     md = markdown(view, "Main")
-    header, rows = _markdown_rows(md)
+    header, rows = markdown_rows(md)
     assert md.startswith("## Main\n") and header == ["method", "FID", "FID difference"]
     assert rows == [["A\\", "B", "5 ± 1 (3 seeds)", "–"], ["C_1", "4", ""]]  # A\|B escaped
     assert "- [1] Zhu et al. 2024" in md

@@ -7,7 +7,7 @@ from torch import nn
 
 from cdrl.core.config import config_from_dict
 from cdrl.core.method import CDRL
-from cdrl.core.sampler import energy_grad_fn, recovery_langevin
+from cdrl.core.sampler import energy_grad_fn, langevin
 
 
 def ula_variance(v: float, h: float) -> float:
@@ -21,8 +21,8 @@ def test_langevin_recovers_gaussian_mean_and_variance():
     x_cond = torch.full((n, 1), -1.0)
     # F / s^2 is the log-density of N(mu, tau2); the recovery term adds N(x_cond, sigma2).
     grad = energy_grad_fn(lambda y: -s2 * (y - mu).pow(2).sum(1) / (2 * tau2))
-    y = recovery_langevin(grad, torch.zeros(n, 1), x_cond, torch.tensor(s2),
-                          torch.tensor(s2 / (2 * sigma2)), n_steps=300)
+    y = langevin(grad, torch.zeros(n, 1), 300, grad_scale=0.5, noise_std=torch.tensor(s2).sqrt(),
+                 pull=torch.tensor(s2 / (2 * sigma2)), anchor=x_cond)
     prec = 1 / tau2 + 1 / sigma2
     mean, var = (mu / tau2 - 1.0 / sigma2) / prec, 1 / prec
     expected_var = ula_variance(var, s2)

@@ -115,6 +115,7 @@ def test_bad_arguments_name_the_value():
         make_schedule("cdrl", 0)
 
 
+@pytest.mark.slow
 def test_cli_json_and_table():
     out = subprocess.run([sys.executable, "-m", "cdrl", "schedule", "--kind", "drl", "--levels",
                           "6", "--json"], capture_output=True, text=True, check=True).stdout

@@ -1,9 +1,9 @@
-"""Single-EBM baselines: known-answer Langevin, training, exact resume, sampling, CLI.
+"""Single-EBM baselines: known-answer Langevin, training, sampling, CLI (bit-exact resume:
+test_trainer.py::test_resume_is_bit_exact).
 
     .venv/bin/python -m pytest -q tests/test_single_ebm_baselines.py
 """
 
-import json
 import math
 
 import numpy as np
@@ -13,35 +13,29 @@ import torch
 import baselines.coopnets  # noqa: F401  (registers "coopnets")
 import baselines.replay_buffer  # noqa: F401  (registers "replay_buffer")
 import baselines.short_run  # noqa: F401  (registers "short_run")
-from baselines.common import chain_start, data_langevin
+from baselines.common import chain_start
 from cdrl.cli import generate
 from cdrl.cli import main as cli_main
 from cdrl.core.config import config_from_dict
-from cdrl.core.sampler import energy_grad_fn
+from cdrl.core.sampler import energy_grad_fn, langevin
 from cdrl.train.checkpoint import load_latest
 from cdrl.train.registry import METHODS
 from cdrl.train.trainer import load_run, train
-
-METHOD_NAMES = ["short_run", "coopnets", "replay_buffer"]
-
-TOY_BASELINE = {"step_size": 0.05, "noise_std": 0.3, "clamp": 0.0,
-                "init": "uniform", "init_scale": 8.0, "buffer_size": 256, "reinit_prob": 0.2,
-                "energy_reg": 0.1, "latent_dim": 4, "generator_width": 16,
-                "generator_lr": 1e-3}
+from tests.conftest import SINGLE_EBM_BASELINES as METHOD_NAMES
+from tests.conftest import single_ebm_tiny
 
 
 @pytest.fixture
 def toy_config(tiny_config_dict):
-    return lambda name: config_from_dict(tiny_config_dict(
-        method=name, initializer={"arch": "none"}, baseline=TOY_BASELINE))
+    return lambda name: config_from_dict(tiny_config_dict(**single_ebm_tiny(name)))
 
 
-def test_data_langevin_gaussian_known_answer():
+def test_data_space_langevin_gaussian_known_answer():
     """F = -|x - mu|^2 / (2 tau^2), noise sqrt(2h): ULA's law N(mu, tau^2 / (1 - h / (2 tau^2)))."""
     torch.manual_seed(0)
     n, mu, tau2, h = 40_000, 1.5, 0.5, 0.05
     grad = energy_grad_fn(lambda x: -(x - mu).pow(2).sum(1) / (2 * tau2))
-    x = data_langevin(grad, torch.zeros(n, 1), 300, h, math.sqrt(2 * h))
+    x = langevin(grad, torch.zeros(n, 1), 300, grad_scale=h, noise_std=math.sqrt(2 * h))
     var = tau2 / (1 - h / (2 * tau2))
     assert abs(x.mean().item() - mu) < 4 * math.sqrt(var / n)
     assert abs(x.var().item() / var - 1) < 0.03
@@ -52,21 +46,6 @@ def test_uniform_chain_start_from_normals():
                     torch.Generator().manual_seed(0))
     assert x.abs().max() < 2.0
     assert abs(x.mean().item()) < 0.02 and abs(x.var().item() / (4.0 / 3) - 1) < 0.02
-
-
-@pytest.mark.parametrize("name", METHOD_NAMES)
-def test_resume_is_bit_exact(tmp_path, toy_config, name, assert_same_checkpoint):
-    cfg = toy_config(name)
-    train(cfg, tmp_path / "straight", progress=False)
-    train(cfg, tmp_path / "resumed", max_iters=4, progress=False)
-    train(cfg, tmp_path / "resumed", progress=False)
-    assert_same_checkpoint(tmp_path / "straight", tmp_path / "resumed")
-    lines = [json.loads(ln) for ln in (tmp_path / "straight/stats.jsonl").read_text().split("\n")
-             if ln]
-    assert len(lines) == 4 and all(math.isfinite(ln["loss_ebm"]) for ln in lines)
-    assert lines[-1]["level_count"] == [2 * 64]
-    if name == "coopnets":
-        assert "loss_gen" in lines[-1] and lines[-1]["level_init_err"][0] > 0
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)

@@ -27,11 +27,10 @@ import torch
 import yaml
 
 from cdrl.train.checkpoint import load_latest
+from tests.conftest import ROOT, SNAKEMAKE, float_leaves, state_differences, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "scripts" / "slurm_cluster.sh"
 PROFILE = ROOT / "slurm"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # Fast status checks for tests; everything else comes from slurm/config.yaml.
 FAST = ["--seconds-between-status-checks", "2", "--latency-wait", "5"]
 # Job-name prefix of this session: test sessions sharing a cluster do not see each other's jobs.
@@ -59,13 +58,6 @@ def cluster():
         _run([str(CLUSTER), "stop"], timeout=120)
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def _snakemake_cmd(workdir: Path, *args) -> list[str]:
     return [*SNAKEMAKE, "-d", str(workdir), "--profile", str(PROFILE), *FAST, *args]
 
@@ -80,7 +72,7 @@ def _workflow(tmp_path: Path, snakefile: str) -> Path:
 def _smk(workdir: Path, *args, timeout=600) -> subprocess.CompletedProcess:
     cmd = _snakemake_cmd(workdir, "-s", str(workdir / "Snakefile"), "--configfile",
                          str(workdir / "none.yaml"), *args)
-    return _run(cmd, timeout=timeout, env=_env(), cwd=workdir)
+    return _run(cmd, timeout=timeout, env=subprocess_env(threads=1), cwd=workdir)
 
 
 def _squeue(prefix: str) -> dict[str, tuple[str, str]]:
@@ -167,7 +159,7 @@ def _iterations_for(seconds: float, tmp_path: Path, tiny_config_dict, floor: int
                                              "log_every": 20})
     (cal / "c.yaml").write_text(yaml.safe_dump(cfg))
     _run([sys.executable, "-m", "cdrl", "train", "--config", str(cal / "c.yaml"), "--run-dir",
-          str(cal / "run"), "--no-progress"], timeout=300, env=_env())
+          str(cal / "run"), "--no-progress"], timeout=300, env=subprocess_env(threads=1))
     lines = (cal / "run" / "stats.jsonl").read_text().splitlines()
     sec_per_iter = json.loads(lines[-1])["sec_per_iter"]  # the second window: warm
     return max(floor, min(20_000, int(seconds / sec_per_iter)))
@@ -194,14 +186,14 @@ rule train:
 """)
         self.ref = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
                                      "--run-dir", str(self.ref_dir), "--no-progress"],
-                                    env=_env(), stdout=subprocess.DEVNULL,
+                                    env=subprocess_env(threads=1), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
         self.smk = subprocess.Popen(
             _snakemake_cmd(self.work, "-s", str(self.work / "Snakefile"), "--configfile",
                            str(self.work / "none.yaml"), "--submitit-max-requeue", "0",
                            "--submitit-jobname-prefix", f"{TAG}{name}-"),
-            env=_env(), cwd=self.work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True)
+            env=subprocess_env(threads=1), cwd=self.work, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def finish(self) -> str:
         """Snakemake's output once it and the reference ended, both successfully."""
@@ -220,7 +212,7 @@ rule train:
         got = load_latest(self.work / "runs" / self.name, map_location="cpu")
         want = load_latest(self.ref_dir, map_location="cpu")
         assert got["iteration"] == want["iteration"] == self.iters
-        assert not _state_equal(want["method"], got["method"])
+        assert not state_differences(want["method"], got["method"])
 
 
 @contextlib.contextmanager
@@ -252,18 +244,6 @@ def _long_config(tmp_path: Path, tiny_config_dict, iters: int) -> Path:
     return path
 
 
-def _state_equal(a: dict, b: dict, prefix="") -> list[str]:
-    diffs = []
-    for key in a:
-        x, y = a[key], b.get(key)
-        if isinstance(x, dict):
-            diffs += _state_equal(x, y or {}, f"{prefix}{key}.")
-        elif isinstance(x, torch.Tensor):
-            if not (isinstance(y, torch.Tensor) and torch.equal(x, y)):
-                diffs.append(prefix + key)
-    return diffs
-
-
 @pytest.mark.slow
 def test_time_limit_checkpoints_requeues_and_resumes(cluster, tmp_path, tiny_config_dict):
     """A 1-minute job with more work than that: USR2 before the limit, checkpoint, requeue,
@@ -283,7 +263,8 @@ rule train:
     # The uninterrupted reference trains alongside, on the other core.
     ref = subprocess.Popen([sys.executable, "-m", "cdrl", "train", "--config", str(cfg),
                             "--run-dir", str(tmp_path / "ref"), "--no-progress"],
-                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                           env=subprocess_env(threads=1), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
     try:
         proc = _smk(work, "--submitit-signal-delay-s", "30", "--submitit-checkpoint-grace-s",
                     "20", "--submitit-max-requeue", "25", "--submitit-jobname-prefix",
@@ -305,7 +286,7 @@ rule train:
     got = load_latest(work / "runs/long", map_location="cpu")
     want = load_latest(tmp_path / "ref", map_location="cpu")
     assert got["iteration"] == want["iteration"] == iters
-    assert not _state_equal(want["method"], got["method"])
+    assert not state_differences(want["method"], got["method"])
 
 
 @pytest.mark.slow
@@ -387,8 +368,9 @@ def _start(work: Path, *args) -> subprocess.Popen:
                          str(work / "none.yaml"), "--submitit-jobname-prefix", TAG + "cancel-",
                          *args)
     log = open(work / f"snakemake-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen(cmd, env=_env(), cwd=work, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_default_sigint)
+    return subprocess.Popen(cmd, env=subprocess_env(threads=1), cwd=work, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_sigint)
 
 
 def _default_sigint() -> None:
@@ -503,8 +485,8 @@ def test_failed_job_lets_running_jobs_finish_and_names_its_logs(cluster, tmp_pat
         smk = subprocess.Popen(_snakemake_cmd(work, "-s", str(work / "Snakefile"),
                                               "--configfile", str(work / "none.yaml"),
                                               "--submitit-jobname-prefix", TAG + "fail-"),
-                               env=_env(), cwd=work, stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                               env=subprocess_env(threads=1), cwd=work, stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait("Snakemake to report the failed job",
               lambda: "Error in rule bad" in log.read_text(), 240, every=0.5)
@@ -552,7 +534,7 @@ rule late:
     resources: runtime=10, mem_mb=300, cpus_per_task=1
     shell: "sleep 20; echo $SLURM_JOB_ID > {output}"
 """)
-    env = _env()
+    env = subprocess_env(threads=1)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     cmd = _snakemake_cmd(work, "-s", str(work / "Snakefile"), "--configfile",
                          str(work / "none.yaml"), "--submitit-jobname-prefix", TAG + "late-",
@@ -588,21 +570,13 @@ rule train:
     assert json.loads((work / "runs/ddp/final.json").read_text())["world_size"] == 2
     ref = _run([sys.executable, "-m", "cdrl", "train", "--config", str(cfg), "--run-dir",
                 str(tmp_path / "ref"), "--no-progress"], timeout=300,
-               env={**_env(), "CDRL_NPROC": "1"})
+               env=subprocess_env(threads=1, CDRL_NPROC="1"))
     assert ref.returncode == 0, ref.stderr[-2000:]
-    got = dict(_floats(load_latest(work / "runs/ddp", map_location="cpu")["method"]))
-    want = dict(_floats(load_latest(tmp_path / "ref", map_location="cpu")["method"]))
+    got = float_leaves(load_latest(work / "runs/ddp", map_location="cpu")["method"])
+    want = float_leaves(load_latest(tmp_path / "ref", map_location="cpu")["method"])
     assert got.keys() == want.keys()
     for key, val in want.items():
         torch.testing.assert_close(got[key], val, rtol=1e-3, atol=1e-4, msg=key)
-
-
-def _floats(state, prefix=""):
-    for key, val in state.items():
-        if isinstance(val, dict):
-            yield from _floats(val, f"{prefix}{key}.")
-        elif isinstance(val, torch.Tensor) and val.is_floating_point():
-            yield prefix + str(key), val
 
 
 # ---- helpers of the rehearsal below: GPU jobs and tables ------------------------------------------
@@ -648,7 +622,7 @@ def _rehearse(work: Path, data: Path, label: str | None, *args, env=None) -> sub
     cmd += [*args, "-s", str(ROOT / "Snakefile"), "all", "--configfile", str(PAPER),
             str(REHEARSAL)]
     with open(work / "snakemake.log", "w") as log:
-        return subprocess.Popen(cmd, env=env or _env(), cwd=work, stdout=log,
+        return subprocess.Popen(cmd, env=env or subprocess_env(threads=1), cwd=work, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -757,7 +731,7 @@ def _sacct_lagging(tmp_path: Path) -> dict:
     fake.write_text(LAGGING_SACCT.format(lag=SACCT_LAG_S, start=tmp_path / "sacct-start",
                                          real=shutil.which("sacct")))
     fake.chmod(0o755)
-    env = _env()
+    env = subprocess_env(threads=1)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     return env
 
@@ -869,4 +843,4 @@ def test_paper_preset_rehearsal_survives_faults(cluster, tmp_path):
         got = load_latest(work / "results" / "runs" / run / "seed0", map_location="cpu")
         want = load_latest(clean / "results" / "runs" / run / "seed0", map_location="cpu")
         assert got["iteration"] == want["iteration"] == 4, run
-        assert not _state_equal(want["method"], got["method"]), run
+        assert not state_differences(want["method"], got["method"]), run

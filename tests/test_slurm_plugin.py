@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -29,7 +28,7 @@ from snakemake_executor_plugin_submitit.status import (
     parse_states,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, SNAKEMAKE, subprocess_env
 
 
 def _settings(**over):
@@ -324,6 +323,7 @@ def _wrapper(tmp_path, command):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_sigterm_makes_the_step_checkpoint_and_the_wrapper_exit_without_a_result(tmp_path):
     (tmp_path / "step.py").write_text(STEP)
     marker = tmp_path / "marker"
@@ -340,19 +340,20 @@ def test_sigterm_makes_the_step_checkpoint_and_the_wrapper_exit_without_a_result
     assert "FAILED" not in out and "RETURNED" not in out, out
 
 
+@pytest.mark.slow
 def test_a_failing_command_is_still_a_failure(tmp_path):
     out, _ = _wrapper(tmp_path, "exit 7").communicate(timeout=60)
     assert "FAILED: t: command exited with status 7" in out, out
 
 
+@pytest.mark.slow
 def test_profile_dry_run_of_the_paper_preset(tmp_path):
     """The profile's keys are valid Snakemake options (a dry run submits nothing)."""
     (tmp_path / "workflow").symlink_to(ROOT / "workflow")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+    proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
                            "--profile", str(ROOT / "slurm"), "-n", "all",
                            # The data are not staged here; the profile is what is checked.
                            "--config", "preflight=False"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "train" in proc.stdout

@@ -11,8 +11,6 @@ a square picked uniformly. Restated here as the set of lower-left corners, indep
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -22,8 +20,8 @@ from cdrl.core.nets import build_initializer
 from cdrl.core.nets.toy import ToyInitializer
 from cdrl.data.toy import in_checkerboard, make_toy
 from cdrl.eval.metrics2d import support_fraction
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SCALE = 4.0
 # Lower-left corners, in board units, of the official squares (read from toy_example.py).
 OFFICIAL_CORNERS = {(1, 0), (0, 1), (0, -1), (1, -2), (-1, -2), (-2, -1), (-1, 0), (-2, 1)}

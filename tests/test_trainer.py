@@ -1,7 +1,9 @@
 """Trainer: exact resume, atomic checkpoints, divergence guard, logs, config protection."""
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -11,18 +13,62 @@ from cdrl.core.method import CDRL
 from cdrl.train import checkpoint as ckpt_mod
 from cdrl.train.checkpoint import CheckpointError, latest_info, load_latest, save_checkpoint
 from cdrl.train.trainer import RunStateError, load_run, train
+from tests.conftest import (
+    DRL_TINY,
+    SINGLE_EBM_BASELINES,
+    assert_same_checkpoint,
+    single_ebm_tiny,
+    state_differences,
+)
+
+# method: (its override of the tiny toy, leaves its state has more than, levels it samples)
+RESUME_CASES = {
+    "cdrl": ({}, 50, 7),
+    "drl": (DRL_TINY, 20, 7),
+    **{name: (single_ebm_tiny(name), 20, 2) for name in SINGLE_EBM_BASELINES},
+}
 
 
-def test_resume_is_bit_exact(tmp_path, tiny_config_dict, assert_same_checkpoint):
-    cfg = config_from_dict(tiny_config_dict())
-    train(cfg, tmp_path / "straight", progress=False)
-    train(cfg, tmp_path / "resumed", max_iters=4, progress=False)
-    assert latest_info(tmp_path / "resumed")["iteration"] == 4
-    train(cfg, tmp_path / "resumed", progress=False)
-    assert_same_checkpoint(tmp_path / "straight", tmp_path / "resumed", min_entries=50)
-    losses = [[json.loads(ln)["loss_ebm"] for ln in (d / "stats.jsonl").read_text().splitlines()]
-              for d in (tmp_path / "straight", tmp_path / "resumed")]
+@pytest.mark.parametrize("method", list(RESUME_CASES))
+def test_resume_is_bit_exact(tmp_path, tiny_config_dict, method):
+    """8 iterations straight equal 4, a checkpoint, a reload and 4 more, bit for bit: every
+    tensor and value of the state (method, RNG, iteration) and the logged losses; for CDRL, DRL
+    and each single-EBM baseline. The trained run then samples."""
+    over, min_entries, n_levels = RESUME_CASES[method]
+    cfg = config_from_dict(tiny_config_dict(**over))
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(cfg, straight, progress=False)
+    train(cfg, resumed, max_iters=4, progress=False)
+    assert latest_info(resumed)["iteration"] == 4
+    train(cfg, resumed, progress=False)
+    assert_same_checkpoint(straight, resumed, min_entries=min_entries)
+    stats = [[json.loads(ln) for ln in (d / "stats.jsonl").read_text().splitlines() if ln]
+             for d in (straight, resumed)]
+    losses = [[row["loss_ebm"] for row in rows] for rows in stats]
     assert losses[0] == losses[1] and len(losses[0]) == 4
+    assert all(math.isfinite(loss) for loss in losses[0])
+    last = stats[0][-1]
+    if method in SINGLE_EBM_BASELINES:
+        assert last["level_count"] == [2 * 64]
+    if method == "coopnets":
+        assert "loss_gen" in last and last["level_init_err"][0] > 0
+    _, trained, _ = load_run(straight)
+    x, levels = trained.sample(50, generator=torch.Generator().manual_seed(0),
+                               return_levels=True)
+    assert x.shape == (50, 2) and len(levels) == n_levels and torch.isfinite(x).all()
+
+
+def test_state_differences_cover_both_sides_and_every_kind_of_leaf():
+    a = {"w": torch.zeros(3), "n": {"k": 1, "v": [1, 2]}, "rng": np.arange(3), "only_a": 0}
+    b = {"w": torch.zeros(3), "n": {"k": 1, "v": [1, 2]}, "rng": np.arange(3), "only_b": 0}
+    assert state_differences(a, a) == []
+    assert state_differences(a, b) == ["only_a (only in the first)", "only_b (only in the second)"]
+    c = {**a, "w": torch.tensor([0.0, 0.0, 1e-30]), "n": {"k": 2, "v": [1, 2, 3]},
+         "rng": np.arange(1, 4)}
+    assert state_differences(a, c) == ["w", "n/k", "n/v (length 2 against 3)", "rng"]
+    assert state_differences({"w": torch.zeros(2)}, {"w": torch.zeros(2, dtype=torch.int64)}) \
+        == ["w"]
+    assert state_differences({"n": {"k": 1}}, {"n": 1}) == ["n (dict against int)"]
 
 
 def test_resume_continues_where_it_stopped(tmp_path, tiny_config_dict):
@@ -199,7 +245,7 @@ def test_epoch_rows_read_every_image_once_per_epoch_in_a_new_order():
         epoch_rows(n, 0, 0, 3)
 
 
-def test_epoch_order_resumes_bit_exact_and_differs_from_iid(tmp_path, assert_same_checkpoint):
+def test_epoch_order_resumes_bit_exact_and_differs_from_iid(tmp_path):
     from tests.conftest import TINY_DIGITS, merge
 
     cfg = config_from_dict(merge(TINY_DIGITS, {"data": {"order": "epoch"}}))

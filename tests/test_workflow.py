@@ -1,7 +1,6 @@
 """The Snakemake workflow: presets, schema, lint, dry runs, and a real end-to-end tiny run."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,15 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from tests.conftest import ROOT, SNAKEMAKE, stage_dataset_stand_ins, subprocess_env
+
 TINY = ROOT / "workflow" / "config" / "tiny.yaml"
-
-
-def _env():
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def _workdir(tmp_path: Path, cfg: dict) -> Path:
@@ -38,7 +31,8 @@ def _workdir(tmp_path: Path, cfg: dict) -> Path:
 def _snakemake(workdir: Path, *args, check=True, timeout=900):
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args,
            "--configfile", str(workdir / "test.yaml")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(),
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -48,27 +42,14 @@ def _tiny() -> dict:
     return yaml.safe_load(TINY.read_text())
 
 
-def _staged_datasets(work: Path) -> Path:
-    """Stand-ins for every dataset file the paper preset reads: the plan checks only that they
-    exist (cdrl.report.preflight), so empty files let it be planned anywhere."""
-    from cdrl.report.preflight import REQUIRED
-
-    root = work / "resources" / "datasets"
-    for splits in REQUIRED.values():
-        for alternatives in splits.values():
-            for rel in alternatives[0]:
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (root / rel).touch()
-    return work
-
-
 def _paper_dry_run(tmp_path: Path) -> str:
     """`snakemake -n all --configfile workflow/config/paper.yaml` (target first: --configfile
     takes several values), run from a working directory with the datasets staged."""
-    work = _staged_datasets(tmp_path)
+    work = stage_dataset_stand_ins(tmp_path)
     proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
                            "all", "--configfile", str(ROOT / "workflow/config/paper.yaml")],
-                          cwd=work, capture_output=True, text=True, env=_env(), timeout=300)
+                          cwd=work, capture_output=True, text=True, env=subprocess_env(),
+                          timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     return out
@@ -79,20 +60,23 @@ def _paper_dry_run(tmp_path: Path) -> str:
     ["-n", "all", "--configfile", "workflow/config/tiny.yaml"],
     "paper",
 ])
+@pytest.mark.slow
 def test_dry_run_of_each_preset(argv, tmp_path):
     if argv == "paper":
         out = _paper_dry_run(tmp_path)
     else:
         proc = subprocess.run([*SNAKEMAKE, *argv], cwd=ROOT, capture_output=True, text=True,
-                              env=_env(), timeout=300)
+                              env=subprocess_env(), timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
     # The paper preset samples in shards (sample_shard_size), the others in one job per file.
     sample = ("sample_shard", "merge_samples") if argv == "paper" else ("sample",)
-    for rule in ("train", *sample, "evaluate", "tables", "figure_steps", "figure_curves"):
+    for rule in ("train", *sample, "evaluate", "tables", "figure_steps", "figure_curves",
+                 "figure_claims"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
 
 
+@pytest.mark.slow
 def test_paper_dry_run_plans_the_full_reproduction(tmp_path):
     """As a lab's first step: a fresh folder without any dataset. The plan is shown (rc 0) after
     the pre-flight's warnings, and every claim can be decided as configured."""
@@ -100,7 +84,8 @@ def test_paper_dry_run_plans_the_full_reproduction(tmp_path):
     work.mkdir()
     proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
                            "all", "--configfile", str(ROOT / "workflow/config/paper.yaml")],
-                          cwd=work, capture_output=True, text=True, env=_env(), timeout=300)
+                          cwd=work, capture_output=True, text=True, env=subprocess_env(),
+                          timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert "Pre-flight check: jobs of this plan would fail" in out
@@ -121,16 +106,17 @@ def test_paper_dry_run_plans_the_full_reproduction(tmp_path):
         assert f"results/runs/{run}/seed2/final.json" in out, run
 
 
+@pytest.mark.slow
 def test_decide_plans_only_what_the_named_claims_need(tmp_path):
     """--config 'decide=[...]': the headline claims plan the CDRL and DRL runs and their sweeps,
     not the ablations or the downstream runs; a claim the preset lacks fails at planning."""
-    work = _staged_datasets(tmp_path)
+    work = stage_dataset_stand_ins(tmp_path)
 
     def plan(*extra):
         return subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
                                "all", "--configfile", str(ROOT / "workflow/config/paper.yaml"),
                                "--config", *extra], cwd=work, capture_output=True, text=True,
-                              env=_env(), timeout=300)
+                              env=subprocess_env(), timeout=300)
 
     proc = plan("decide=[C1,C2,C3]")
     out = proc.stdout + proc.stderr
@@ -144,17 +130,18 @@ def test_decide_plans_only_what_the_named_claims_need(tmp_path):
         proc.stdout + proc.stderr)
 
 
+@pytest.mark.slow
 def test_mnist_dry_run_plans_the_deciding_preset(tmp_path):
     """The MNIST preset at 16x16: 5 seeds for every run a claim compares over seeds (C1, C4, C5),
     a 500-sample snapshot evaluation per learning-curve point with the 16x16 MNIST CNN (FID, KID
     and the p >= 0.9 share), and the claims tables; a part plans only its own claims' work."""
-    work = _staged_datasets(tmp_path)
+    work = stage_dataset_stand_ins(tmp_path)
 
     def plan(*extra):
         proc = subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-d", str(work), "-n",
                                "-p", "all", "--configfile", str(ROOT / "workflow/config/mnist.yaml"),
-                               *extra], cwd=work, capture_output=True, text=True, env=_env(),
-                              timeout=300)
+                               *extra], cwd=work, capture_output=True, text=True,
+                              env=subprocess_env(), timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-5000:]
         return out
@@ -176,16 +163,18 @@ def test_mnist_dry_run_plans_the_deciding_preset(tmp_path):
     assert "results/speed/mnist16.csv" in head and "mnist_cond" not in head
 
 
+@pytest.mark.slow
 def test_lint_is_clean():
     for extra in ([], ["--configfile", "workflow/config/paper.yaml"],
                   ["--configfile", "workflow/config/mnist.yaml"]):
         proc = subprocess.run([*SNAKEMAKE, "--lint", *extra], cwd=ROOT, capture_output=True,
-                              text=True, env=_env(), timeout=300)
+                              text=True, env=subprocess_env(), timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.skipif(shutil.which("snakefmt", path=str(Path(sys.executable).parent)) is None,
                     reason="snakefmt is installed by the dev extra")
+@pytest.mark.slow
 def test_snakefmt_clean():
     fmt = str(Path(sys.executable).parent / "snakefmt")
     proc = subprocess.run([fmt, "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
@@ -200,6 +189,7 @@ def test_snakefmt_clean():
      "train.iterationz"),                                                   # bad run override
     (lambda c: c["runs"].pop("digits_cdrl_no_vr"), "digits_cdrl_no_vr"),    # undefined run
 ])
+@pytest.mark.slow
 def test_bad_preset_fails_at_planning_with_the_key(tmp_path, mutate, expected):
     cfg = _tiny()
     mutate(cfg)

@@ -29,6 +29,8 @@ Langevin chain, not once per step.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -42,7 +44,7 @@ from cdrl.core.nets.layers import (
     power_iteration_,
 )
 from cdrl.core.optim import EMA, DivergenceError, build_optimizer, optimizer_step
-from cdrl.core.sampler import Noise, ebm_grad_fn, energy_grad_fn, randn, recovery_langevin
+from cdrl.core.sampler import Noise, ebm_grad_fn, energy_grad_fn, langevin, randn
 from cdrl.core.schedule import make_schedule
 
 __all__ = ["CDRL", "DivergenceError"]
@@ -106,8 +108,9 @@ class CDRL:
         """``values[idx]`` shaped to broadcast against a batch of data."""
         return values[idx].view(-1, *([1] * len(self.data_shape)))
 
-    def _per_sample(self, name: str, k: torch.Tensor) -> torch.Tensor:
-        """Per-step coefficient gathered for step indices ``k`` and shaped to broadcast."""
+    def per_sample(self, name: str, k: torch.Tensor) -> torch.Tensor:
+        """Per-step coefficient ``coef[name]`` gathered for step indices ``k`` and shaped to
+        broadcast against a batch of data."""
         return self._gather(self.coef[name], k)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -124,8 +127,8 @@ class CDRL:
         if self.cfg.train.variance_reduction:
             x_i = self._gather(self.sqrt_ab, k + 1) * x + self._gather(self.sigma_bar, k + 1) * eps
         else:
-            x_i = (self._per_sample("sqrt_alpha", k) * x_prev
-                   + self._per_sample("sigma", k) * torch.randn_like(x))
+            x_i = (self.per_sample("sqrt_alpha", k) * x_prev
+                   + self.per_sample("sigma", k) * torch.randn_like(x))
         return x_prev, x_i
 
     def propose(self, init: nn.Module | None, x_i: torch.Tensor, k: torch.Tensor,
@@ -143,31 +146,43 @@ class CDRL:
             mean = guide.combine(mean.view(rows, *x_i.shape))
         if not self.cfg.initializer.proposal_noise:
             return mean
-        return mean + self._per_sample("proposal_std", k) * randn(x_i.shape, x_i, generator)
+        return mean + self.per_sample("proposal_std", k) * randn(x_i.shape, x_i, generator)
 
     def refine(self, ebm: nn.Module, y0: torch.Tensor, x_i: torch.Tensor, k: torch.Tensor,
-               n_steps: int, noise_scale: float = 1.0,
-               generator: Noise = None, guide: Guide | None = None) -> torch.Tensor:
+               n_steps: int, noise_scale: float = 1.0, generator: Noise = None,
+               guide: Guide | None = None, callback=None) -> torch.Tensor:
         """K recovery Langevin steps (spec 2.4) with frozen normalised EBM weights, on the
-        guided energy ``sum_j w_j F(y, c_j)`` when a guide is given (spec 6.1)."""
+        guided energy ``sum_j w_j F(y, c_j)`` when a guide is given (spec 6.1); ``callback(y)``
+        after every step (``cdrl.core.sampler.langevin``)."""
         if n_steps == 0:
             return y0.detach()
         with frozen_spectral_norm(ebm):
-            grad = self._grad_fn(ebm, k, guide)
-            return recovery_langevin(grad, y0, x_i, self._per_sample("step_size_sq", k),
-                                     self._per_sample("pull", k), n_steps, noise_scale, generator)
+            return langevin(self.grad_fn(ebm, k, guide), y0, n_steps, grad_scale=0.5,
+                            noise_std=noise_scale * torch.sqrt(self.per_sample("step_size_sq", k)),
+                            pull=self.per_sample("pull", k), anchor=x_i, generator=generator,
+                            callback=callback)
 
     @torch.no_grad()
-    def _condition(self, ebm: nn.Module, k: torch.Tensor, labels: torch.Tensor | None = None):
+    def level_condition(self, ebm: nn.Module, k: torch.Tensor,
+                        labels: torch.Tensor | None = None):
         """The EBM condition of target level ``k`` per sample (and label, if conditional)."""
         if labels is None:
             return gather_rows(ebm.condition(self.t_level[: self.T]), k)
         return ebm.condition(self.t_level[k], labels)
 
-    def _grad_fn(self, ebm: nn.Module, k: torch.Tensor, guide: Guide | None):
+    def grad_fn(self, ebm: nn.Module, k: torch.Tensor, guide: Guide | None = None):
+        """``y -> grad_y F(y)`` of the (guided) energy of step ``k``, for a Langevin chain."""
         if guide is None:
-            return ebm_grad_fn(ebm, self._condition(ebm, k))
-        return guided_grad_fn(ebm, [self._condition(ebm, k, lab) for lab in guide.labels], guide)
+            return ebm_grad_fn(ebm, self.level_condition(ebm, k))
+        return guided_grad_fn(ebm, [self.level_condition(ebm, k, lab) for lab in guide.labels],
+                              guide)
+
+    def energy(self, x: torch.Tensor, k: torch.Tensor, ebm: nn.Module | None = None,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample energy ``F(sqrt(m) x, step k)`` of data-space ``x`` (y-space scaling of
+        spec 2.1) on ``ebm`` (default: the EMA EBM); ``labels`` for a conditional run."""
+        ebm = self.ebm_ema.model if ebm is None else ebm
+        return ebm.energy(self.per_sample("sqrt_m", k) * x, self.level_condition(ebm, k, labels))
 
     # ----------------------------------------------------------------------------- training
     def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None
@@ -182,22 +197,23 @@ class CDRL:
             labels = torch.where(drop, torch.zeros_like(labels), labels)
             guide = Guide.single(labels)
         x_prev, x_i = self.positive_pair(x, k)
-        y_pos = self._per_sample("sqrt_m", k) * x_prev
+        y_pos = self.per_sample("sqrt_m", k) * x_prev
         self.ebm.train()
         power_iteration_(self.ebm)
         if self.initializer is not None:
             self.initializer.train()
         y0 = self.propose(self.initializer, x_i, k, guide=guide)
         y_neg = self.refine(self.ebm, y0, x_i, k, tc.langevin_steps, guide=guide)
-        stats = self._ebm_update(k, y_pos, y_neg, labels)
+        stats = self.ebm_update(k, y_pos, y_neg, labels)
         if labels is not None:
             stats["null_frac"] = drop.float().mean()
         if self.initializer is not None:
-            stats.update(self._initializer_update(y0, y_neg))
+            stats.update(self.initializer_update(y0, y_neg))
         stats["k"] = k
         return stats
 
-    def _ebm_update(self, k, y_pos, y_neg, labels=None) -> dict[str, torch.Tensor]:
+    def ebm_update(self, k, y_pos, y_neg, labels=None) -> dict[str, torch.Tensor]:
+        """Step 5 of the iteration: the weighted recovery-likelihood loss and one EBM step."""
         oc = self.cfg.train.ebm_optim
         self.ebm.eval()  # SN vectors were refreshed above; no second power iteration
         if labels is None:
@@ -213,7 +229,8 @@ class CDRL:
         return {"loss_ebm": loss.detach(), "f_pos": f_pos.detach(), "f_neg": f_neg.detach(),
                 "loss_terms": terms.detach(), "grad_norm_ebm": gnorm}
 
-    def _initializer_update(self, y0, y_neg) -> dict[str, torch.Tensor]:
+    def initializer_update(self, y0, y_neg) -> dict[str, torch.Tensor]:
+        """Step 6: regress the proposal onto its refinement (spec 3.2), one initializer step."""
         oc = self.cfg.train.init_optim
         err = (y_neg - y0).pow(2).flatten(1).sum(1)
         loss = err.mean()
@@ -229,9 +246,11 @@ class CDRL:
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, generator: Noise = None,
                use_ema: bool | None = None, return_levels: bool = False, noise: torch.Tensor
-               | None = None, guide: Guide | None = None):
+               | None = None, guide: Guide | None = None, callback=None):
         """Cooperative sampling (spec 5.1). ``steps`` is K per level (0: initializer only);
-        ``guide`` (labels ``[J, n]``) guides every proposal, Langevin and Tweedie step (6.1).
+        ``guide`` (labels ``[J, n]``) guides every proposal, Langevin and Tweedie step (6.1);
+        ``noise`` is the start ``x_T``; ``callback(step, y) -> y`` runs in y-space after each
+        level's proposal and after each of its Langevin steps (``step`` = i - 1).
 
         Returns ``x_0`` (after the optional Tweedie step), and with ``return_levels`` also the
         list ``[x_T, x_{T-1}, ..., x_0]`` before the Tweedie step.
@@ -251,8 +270,11 @@ class CDRL:
         for step in reversed(range(self.T)):
             k = torch.full((n,), step, dtype=torch.long, device=self.device)
             y0 = self.propose(init, x, k, generator, guide)
-            y = self.refine(ebm, y0, x, k, steps, sc.noise_scale, generator, guide)
-            x = y / self._per_sample("sqrt_m", k)
+            hook = None
+            if callback is not None:
+                y0, hook = callback(step, y0), functools.partial(callback, step)
+            y = self.refine(ebm, y0, x, k, steps, sc.noise_scale, generator, guide, hook)
+            x = y / self.per_sample("sqrt_m", k)
             levels.append(x)
         if sc.tweedie:
             x = self.tweedie(ebm, x, guide)
@@ -265,14 +287,14 @@ class CDRL:
         the guided energy when a guide is given (spec 6.1)."""
         s = self.schedule
         k = torch.zeros(x0.shape[0], dtype=torch.long, device=self.device)
-        sqrt_m = self._per_sample("sqrt_m", k)
+        sqrt_m = self.per_sample("sqrt_m", k)
         with frozen_spectral_norm(ebm):
             if guide is None:
                 with torch.no_grad():
                     cond = gather_rows(ebm.condition(self.t_level[:1]), k)
                 grad_y = energy_grad_fn(lambda y: ebm.energy(y, cond))(sqrt_m * x0)
             else:
-                conds = [self._condition(ebm, k, lab) for lab in guide.labels]
+                conds = [self.level_condition(ebm, k, lab) for lab in guide.labels]
                 grad_y = guided_grad_fn(_Autograd(ebm), conds, guide)(sqrt_m * x0)
         scale = float(s.sigma_bar[0] ** 2 / (self.cfg.sample.tweedie_b2 * s.c[0] * s.beta[0]))
         return (x0 + scale * sqrt_m * grad_y) / float(s.alpha_bar[0].sqrt())

@@ -1,12 +1,19 @@
-"""Samplers: the recovery Langevin chain (spec 2.4) and the final Tweedie step (spec 5.1).
+"""The one Langevin loop of the project (spec 2.4 for CDRL and DRL, data-space Langevin for the
+single-EBM baselines) and the sampler's noise sources.
 
-One Langevin step in y-space, with ``y = sqrt(m_i) x_{i-1}``::
+Every chain, whatever the method, is ``langevin``::
 
-    y <- y + 0.5 * grad_y F(y, level i-1) - pull_i * (y - x_i) + noise_scale * s_i * eps
+    x <- x + grad_scale * grad F(x) - pull * (x - anchor) + noise_std * eps     (then clamp, callback)
 
-which is ``y + (s^2 / 2) grad log p(y | x_i) + s eps`` for ``log p = F / s^2 - |y - x_i|^2 / (2 sigma^2)``
-(spec 2.2: ``f = F / s^2``). ``pull_i = s_i^2 / (2 sigma_i^2) = b2 c_i / 2`` below the top step and
-0 at the top step, whose EBM is unconditional. No Metropolis correction and no clipping.
+- the recovery chain of CDRL and DRL runs in y-space, ``y = sqrt(m_i) x_{i-1}``, with
+  ``grad_scale = 1/2``, ``pull_i = s_i^2 / (2 sigma_i^2) = b2 c_i / 2`` below the top step (0 at the
+  top step, whose EBM is unconditional), anchor ``x_i`` and ``noise_std = noise_scale * s_i``:
+  that is ``y + (s^2 / 2) grad log p(y | x_i) + s eps`` for ``log p = F / s^2 - |y - x_i|^2 /
+  (2 sigma^2)`` (spec 2.2: ``f = F / s^2``). No Metropolis correction and no clipping.
+- the single-EBM baselines run in data space with ``grad_scale = step_size``, no pull, their own
+  ``noise_std`` and an optional clamp (``baselines.common``).
+- ``callback(x) -> x`` runs after every step: inpainting resets the known pixels there
+  (``cdrl.tasks.inpaint``).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["energy_grad_fn", "ebm_grad_fn", "recovery_langevin", "randn", "PerImageNoise", "image_seed", "Noise"]
+__all__ = ["energy_grad_fn", "ebm_grad_fn", "langevin", "langevin_drift", "randn", "PerImageNoise",
+           "NoiseList", "image_seed", "Noise"]
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -56,7 +64,20 @@ class PerImageNoise:
         return out.reshape(shape).to(self.device, dtype)
 
 
-Noise = torch.Generator | PerImageNoise | None
+class NoiseList:
+    """Given noise, one tensor per draw in order (timing and A/B runs that replay a chain)."""
+
+    def __init__(self, draws) -> None:
+        self._draws = iter(draws)
+
+    def randn(self, shape, dtype=torch.float32) -> torch.Tensor:
+        eps = next(self._draws)
+        if tuple(eps.shape) != tuple(shape):
+            raise ValueError(f"given noise has shape {tuple(eps.shape)}, the chain draws {shape}")
+        return eps.to(dtype=dtype)
+
+
+Noise = torch.Generator | PerImageNoise | NoiseList | None
 
 
 def randn(shape, like: torch.Tensor | None = None, generator: Noise = None,
@@ -65,7 +86,7 @@ def randn(shape, like: torch.Tensor | None = None, generator: Noise = None,
     global RNG) on ``like``'s (or ``device``'s) device."""
     device = like.device if like is not None else device
     dtype = like.dtype if like is not None else torch.float32
-    if isinstance(generator, PerImageNoise):
+    if isinstance(generator, PerImageNoise | NoiseList):
         return generator.randn(tuple(shape), dtype).to(device)
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
@@ -90,15 +111,36 @@ def ebm_grad_fn(ebm, cond):
     return energy_grad_fn(lambda y: ebm.energy(y, cond))
 
 
-def recovery_langevin(grad_fn: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor,
-                      x_cond: torch.Tensor, step_size_sq: torch.Tensor, pull: torch.Tensor,
-                      n_steps: int, noise_scale: float = 1.0,
-                      generator: Noise = None) -> torch.Tensor:
-    """Run ``n_steps`` of the recovery Langevin chain from ``y`` (per-sample coefficients are
-    broadcastable to ``y``: shape ``[B, 1, ...]``). Returns the detached final sample."""
-    y = y.detach()
-    noise_std = noise_scale * torch.sqrt(step_size_sq)
+def langevin_drift(grad_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   grad_scale: float | torch.Tensor, pull: torch.Tensor | None = None,
+                   anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """The deterministic part of one Langevin step: ``grad_scale * grad F(x) - pull * (x - anchor)``
+    (no pull term when ``pull`` is None)."""
+    drift = grad_scale * grad_fn(x)
+    if pull is not None:
+        drift = drift - pull * (x - anchor)
+    return drift
+
+
+def langevin(grad_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_steps: int, *,
+             grad_scale: float | torch.Tensor, noise_std: float | torch.Tensor,
+             pull: torch.Tensor | None = None, anchor: torch.Tensor | None = None,
+             clamp: float = 0.0, generator: Noise = None,
+             callback: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Run ``n_steps`` Langevin steps from ``x`` (module docstring); returns the detached result.
+
+    Per-sample coefficients broadcast against ``x`` (shape ``[B, 1, ...]``). Noise is drawn at
+    every step unless ``noise_std`` is the number 0 (a tensor is always drawn for, so a chain's
+    random stream does not depend on its values); ``clamp > 0`` clips to ``[-clamp, clamp]``.
+    """
+    x = x.detach()
+    draw = isinstance(noise_std, torch.Tensor) or noise_std > 0
     for _ in range(n_steps):
-        drift = 0.5 * grad_fn(y) - pull * (y - x_cond)
-        y = y + drift + noise_std * randn(y.shape, y, generator)
-    return y
+        x = x + langevin_drift(grad_fn, x, grad_scale, pull, anchor)
+        if draw:
+            x = x + noise_std * randn(x.shape, x, generator)
+        if clamp > 0:
+            x = x.clamp(-clamp, clamp)
+        if callback is not None:
+            x = callback(x)
+    return x

@@ -64,9 +64,9 @@ if TYPE_CHECKING:  # data sits below the method: the config is read, never impor
     from cdrl.core.config import DataConfig
 
 __all__ = ["IMAGE_DATASETS", "DatasetError", "ImageDatasetSpec", "ImageSet", "MNIST_PICKLE",
-           "epoch_rows",
-           "MNIST_PICKLE_SHA256", "content_hash", "load_image_dataset", "make_data",
-           "uint8_to_float"]
+           "Uint8Images", "epoch_rows",
+           "MNIST_PICKLE_SHA256", "content_sha256", "float_to_uint8", "load_image_dataset",
+           "make_data", "uint8_to_float"]
 
 
 class DatasetError(ValueError):
@@ -476,16 +476,34 @@ def uint8_to_float(u8: torch.Tensor) -> torch.Tensor:
     return u8.float() / 127.5 - 1
 
 
-class _Uint8Images(Dataset):
-    """Bare uint8 ``[3, H, W]`` items, the input torch-fidelity wants for reference statistics."""
+def float_to_uint8(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Floats in [-1, 1] -> uint8 pixels, the inverse of ``uint8_to_float`` up to rounding:
+    ``round((clamp(x, -1, 1) + 1) * 127.5)``, computed in the input's precision and rounded half
+    to even (``torch.round``, as ``np.rint``). The one conversion of samples to pixels (``cdrl
+    sample``'s PNGs and ``x_uint8``, ``cdrl evaluate``'s float inputs). Any shape; a numpy
+    array in gives a numpy array back."""
+    if isinstance(x, np.ndarray):  # torch needs it writable, C-ordered, native (else copied)
+        return float_to_uint8(torch.from_numpy(
+            np.require(x, x.dtype.newbyteorder("="), "CW"))).numpy()
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
+
+class Uint8Images(Dataset):
+    """Bare uint8 ``[3, H, W]`` items from uint8 ``[N, C, H, W]`` images (C = 1 is repeated to
+    three channels): the input torch-fidelity wants, for ``cdrl evaluate``'s samples and
+    references alike. ``progress``, if given, is called once before each item is read."""
+
+    def __init__(self, images: torch.Tensor | np.ndarray,
+                 progress: Callable[[], None] | None = None) -> None:
+        self.images = torch.as_tensor(images)  # a numpy array's memory is shared, not copied
+        self.progress = progress
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.progress is not None:
+            self.progress()
         img = self.images[i]
         return img.repeat(3, 1, 1) if img.shape[0] == 1 else img.clone()
 
@@ -546,7 +564,7 @@ class ImageSet:
 
     def uint8_dataset(self, limit: int | None = None) -> Dataset:
         """The first ``limit`` images (all if None) as uint8 [3, H, W] items, grey repeated."""
-        return _Uint8Images(self.images[:limit])
+        return Uint8Images(self.images[:limit])
 
 
 def epoch_rows(n: int, batch: int, step: int, seed: int, cache: dict | None = None
@@ -577,13 +595,20 @@ def epoch_rows(n: int, batch: int, step: int, seed: int, cache: dict | None = No
     return out
 
 
-def content_hash(data: ImageSet) -> str:
-    """First 16 hex digits of sha256 over shape, pixels, labels (and attributes): a cache key."""
-    digest = hashlib.sha256(repr(tuple(data.images.shape)).encode())
-    for tensor in (data.images, data.labels.long(), data.attributes):
-        if tensor is not None:
-            digest.update(tensor.cpu().contiguous().numpy())  # hashed as a buffer, no copy
-    return digest.hexdigest()[:16]
+def content_sha256(images: torch.Tensor | np.ndarray, *more: torch.Tensor | np.ndarray | None
+                   ) -> str:
+    """sha256 (hex) of decoded uint8 pixels ``[N, C, H, W]`` and their shape, then of ``more``
+    arrays in order (labels, attributes; ``None`` is skipped): the content key of an image set.
+    Decoded values, so a PNG folder and its ``.npz`` hash alike; numpy arrays or tensors. ``cdrl
+    evaluate`` keys its reference caches by the pixels' hash; a trained classifier's sidecar
+    records its data's as ``content_sha256(d.images, d.labels, d.attributes)``."""
+    digest = hashlib.sha256(f"uint8{tuple(images.shape)}".encode())
+    for array in (images, *more):
+        if array is not None:
+            if isinstance(array, torch.Tensor):
+                array = array.detach().cpu().numpy()
+            digest.update(np.ascontiguousarray(array))  # hashed as a buffer, no copy
+    return digest.hexdigest()
 
 
 def _all_names() -> str:

@@ -256,7 +256,7 @@ def classifier_summary(path: str | Path) -> dict:
 # Command line: registered by cdrl.eval.class_accuracy.add_cli.
 
 def _cmd_train(args) -> int:
-    from cdrl.data.images import content_hash, load_image_dataset
+    from cdrl.data.images import content_sha256, load_image_dataset
 
     attributes = condition_attributes(args.attributes.split(","))
     if not attributes:
@@ -275,8 +275,10 @@ def _cmd_train(args) -> int:
         raise SystemExit(f"held-out accuracy below --min-accuracy {args.min_accuracy}: {low}; "
                          f"not saved to {args.out}")
     extra = {"data": {"dataset": args.dataset, "source": train.source,
-                      "train_content_hash": content_hash(train),
-                      "heldout_content_hash": content_hash(heldout)}}
+                      "train_content_hash": content_sha256(train.images, train.labels,
+                                                           train.attributes),
+                      "heldout_content_hash": content_sha256(heldout.images, heldout.labels,
+                                                             heldout.attributes)}}
     info = save_attribute_classifier(net, info, Path(args.out), extra)
     summary = {a: round(s["accuracy"], 4) for a, s in info["heldout"]["per_attribute"].items()}
     summary["all"] = round(info["heldout"]["all"]["accuracy"], 4)

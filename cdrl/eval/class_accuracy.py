@@ -5,10 +5,10 @@ accuracy per guidance weight w).
     cdrl class-accuracy --samples results/samples/cond/seed0/guided-w1.npz --out acc.json \\
         [--classifier digits-cnn|mnist-cnn|mnist16-cnn] [--weights PATH]
 
-``digits-cnn`` (the default) is the scikit-learn digits CNN of ``cdrl.eval.digits_features``,
-trained on first use in seconds; ``mnist-cnn`` is the MNIST CNN of ``cdrl.eval.mnist_features``
-(>= 99 % on the MNIST test set), trained on first use from the staged MNIST files, and
-``mnist16-cnn`` its 16x16 configuration (``mnist16``).
+The classifiers are the small CNNs of ``cdrl.eval.small_cnn``: ``digits-cnn`` (the default),
+trained on the scikit-learn digits on first use in seconds; ``mnist-cnn`` (>= 99 % on the MNIST
+test set), trained on first use from the staged MNIST files, and ``mnist16-cnn`` its 16x16
+configuration (``mnist16``).
 """
 
 from __future__ import annotations
@@ -26,29 +26,20 @@ __all__ = ["CLASSIFIERS", "class_accuracy", "add_cli"]
 Predictor = Callable[[torch.Tensor], np.ndarray]  # uint8 [N, C, H, W] -> class indices [N]
 
 
-def _digits_cnn(weights: Path) -> tuple[Predictor, dict]:
-    from cdrl.eval.digits_features import DigitsCNN, ensure_digits_weights, to_grey16
+def _small_cnn(weights: Path, extractor: str) -> tuple[Predictor, dict]:
+    from cdrl.eval.small_cnn import CNN_CONFIGS, ensure_weights, predict_labels
 
-    info = ensure_digits_weights(weights)
-    net = DigitsCNN()
-    net.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
-    net.eval()
-    return lambda x: net(to_grey16(x))[1].argmax(1).numpy(), info
-
-
-def _mnist_cnn(weights: Path, dataset: str = "mnist") -> tuple[Predictor, dict]:
-    from cdrl.eval.mnist_features import CNN_CONFIGS, ensure_mnist_weights, predict_labels
-
-    config = CNN_CONFIGS[dataset]
-    info = ensure_mnist_weights(weights, config=config)
+    config = CNN_CONFIGS[extractor]
+    info = ensure_weights(weights, config=config)
     return lambda x: predict_labels(weights, x, config), info
 
 
-# Classifier name -> (builder, default weights file).
+# Classifier name -> (builder, default weights file): cdrl.eval.small_cnn's configurations, by
+# their torch-fidelity names (imported lazily: torch-fidelity is not needed to list them).
 CLASSIFIERS: dict[str, tuple[Callable[[Path], tuple[Predictor, dict]], str]] = {
-    "digits-cnn": (_digits_cnn, "resources/weights/digits-cnn.pth"),
-    "mnist-cnn": (_mnist_cnn, "resources/weights/mnist-cnn.pth"),
-    "mnist16-cnn": (partial(_mnist_cnn, dataset="mnist16"), "resources/weights/mnist16-cnn.pth"),
+    f"{extractor}-cnn": (partial(_small_cnn, extractor=extractor),
+                         f"resources/weights/{extractor}-cnn.pth")
+    for extractor in ("digits", "mnist", "mnist16")
 }
 
 

@@ -20,10 +20,10 @@ Extractors: ``inception`` is TF inception-2015-12-05. ``--weights`` picks its we
 scripts/stage_inception.py --dest resources/weights``, which has no classifier, so the Inception
 Score is reported as unavailable, never faked; ``torch-fidelity`` is torch-fidelity's own file
 (hub cache, or downloaded), with the classifier, so IS is computed; a path names a
-torch-fidelity state dict (with ``fc``: IS too). ``digits`` is the small CNN of
-``cdrl.eval.digits_features`` for grey datasets, trained on first use. ``mnist`` is the MNIST
-CNN of ``cdrl.eval.mnist_features`` (>= 99 % test accuracy), trained on first use from the staged
-MNIST (``$CDRL_DATA_ROOT``, default resources/datasets): the domain features reported beside
+torch-fidelity state dict (with ``fc``: IS too). ``digits``, ``mnist`` and ``mnist16`` are the
+small CNNs of ``cdrl.eval.small_cnn``, each trained on first use: ``digits`` on scikit-learn's
+digits, for grey datasets; ``mnist`` (>= 99 % test accuracy) and ``mnist16`` on the staged MNIST
+(``$CDRL_DATA_ROOT``, default resources/datasets): the domain features reported beside
 Inception's FID/KID for MNIST.
 
 Progress goes to stderr, one line per stage and one per tenth of each image set's features
@@ -32,7 +32,6 @@ Progress goes to stderr, one line per stage and one per tenth of each image set'
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -45,8 +44,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cdrl.data.images import DatasetError
-from cdrl.eval import digits_features, inception_weights, mnist_features
+from cdrl.data.images import DatasetError, Uint8Images, content_sha256, float_to_uint8
+from cdrl.eval import inception_weights, small_cnn
 from cdrl.eval.inception_files import FID_PORT, INCEPTION_ENV, TORCH_FIDELITY
 from cdrl.io import atomic_write_text
 
@@ -60,13 +59,12 @@ METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "isc": ("isc_mea
 # at least CONFIDENT_P: FID alone can be gamed by blurry averages and this alone by a few clean
 # modes, so the two are reported side by side. Only the MNIST CNNs (classifiers) provide it.
 CONFIDENT_P = 0.9
-CONF_EXTRACTORS = tuple(mnist_features.CNN_CONFIGS)  # "mnist", "mnist16"
+CONF_EXTRACTORS = tuple(k for k, c in small_cnn.CNN_CONFIGS.items() if c.confidence)  # mnist*
 FIDELITY_KEYS = {"fid": "frechet_inception_distance", "kid_mean": "kernel_inception_distance_mean",
                  "kid_std": "kernel_inception_distance_std", "isc_mean": "inception_score_mean",
                  "isc_std": "inception_score_std", "precision": "precision", "recall": "recall"}
 DEFAULT_WEIGHTS = {"inception": Path("resources/weights") / inception_weights.FID_PORT_FILE,
-                   "digits": Path("resources/weights/digits-cnn.pth"),
-                   **{name: c.weights for name, c in mnist_features.CNN_CONFIGS.items()}}
+                   **{name: c.weights for name, c in small_cnn.CNN_CONFIGS.items()}}
 EXTRACTORS = list(DEFAULT_WEIGHTS)
 
 
@@ -94,7 +92,7 @@ def to_uint8_nchw(x: np.ndarray) -> np.ndarray:
     else:
         raise EvaluationError(f"expected images [N, H, W(, C)], got an array shaped {x.shape}")
     if np.issubdtype(x.dtype, np.floating):
-        x = np.rint((np.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+        x = float_to_uint8(x)
     elif x.dtype != np.uint8:
         raise EvaluationError(f"images must be uint8 or float in [-1, 1], not {x.dtype}")
     return np.ascontiguousarray(x)
@@ -142,48 +140,36 @@ def _dataset_uint8(ds: Dataset) -> np.ndarray:
     return to_uint8_nchw(torch.stack([torch.as_tensor(t) for t in items]).numpy())
 
 
-def content_sha256(x: np.ndarray) -> str:
-    """sha256 of decoded pixels and their shape: identical for a PNG folder and its ``.npz``."""
-    h = hashlib.sha256(f"uint8{tuple(x.shape)}".encode())
-    h.update(np.ascontiguousarray(x).tobytes())
-    return h.hexdigest()
-
-
 def _log(msg: str) -> None:
     print(f"cdrl evaluate: {msg}", file=sys.stderr, flush=True)
 
 
-class ImageSet(Dataset):
-    """What torch-fidelity wants: bare uint8 ``[3, H, W]`` tensors. With a ``label``, one progress
-    line per tenth of the set as torch-fidelity reads it (in order, in this process)."""
+class _Progress:
+    """``Uint8Images``' progress hook: one line per tenth of ``total`` images as torch-fidelity
+    reads them (in order, in this process)."""
 
-    def __init__(self, x: np.ndarray, label: str | None = None):
-        self.x = torch.from_numpy(x)
-        self.label, self.done, self.t0 = label, 0, None
-        self.every = max(1, -(-len(x) // 10))
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.done, self.t0 = label, total, 0, None
+        self.every = max(1, -(-total // 10))
 
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if self.label is not None:
-            self._progress()
-        img = self.x[i]
-        return img.repeat(3, 1, 1) if img.shape[0] == 1 else img
-
-    def _progress(self) -> None:
+    def __call__(self) -> None:
         import time
 
         if self.t0 is None:
             self.t0 = time.perf_counter()
         self.done += 1
-        if self.done % self.every and self.done != len(self):
+        if self.done % self.every and self.done != self.total:
             return
         secs = time.perf_counter() - self.t0
         rate = self.done / secs if secs > 0 else float("inf")
-        eta = (len(self) - self.done) / rate if rate > 0 else 0.0
-        _log(f"{self.label} features: {self.done}/{len(self)} images read, {rate:.1f} images/s, "
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        _log(f"{self.label} features: {self.done}/{self.total} images read, {rate:.1f} images/s, "
              f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+
+
+def _fidelity_input(x: np.ndarray, label: str | None = None) -> Uint8Images:
+    """What torch-fidelity reads: uint8 ``[3, H, W]`` items, with progress lines if labelled."""
+    return Uint8Images(x, None if label is None else _Progress(label, len(x)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,19 +216,15 @@ def _inception_weights(weights_path) -> Path:
 
 def _prepare_extractor(extractor: str, weights_path) -> tuple[str, Path, str, bool]:
     """(torch-fidelity extractor name, weights file, its sha256, whether ISC is possible)."""
-    if extractor == "digits":
-        path = Path(weights_path or DEFAULT_WEIGHTS["digits"])
-        info = digits_features.ensure_digits_weights(path)
-        return digits_features.register_digits_extractor(), path, info["sha256"], True
-    if extractor in mnist_features.CNN_CONFIGS:
-        config = mnist_features.CNN_CONFIGS[extractor]
+    if extractor in small_cnn.CNN_CONFIGS:
+        config = small_cnn.CNN_CONFIGS[extractor]
         path = Path(weights_path or DEFAULT_WEIGHTS[extractor])
         try:
-            info = mnist_features.ensure_mnist_weights(path, config=config)
+            info = small_cnn.ensure_weights(path, config=config)
         except DatasetError as err:  # no cached weights and no MNIST to train them on
             raise MissingWeightsError(f"{config.name} weights not found at {path}; training "
-                                      f"them needs MNIST. {err}") from err
-        return mnist_features.register_mnist_extractor(config), path, info["sha256"], True
+                                      f"them needs {config.dataset}. {err}") from err
+        return small_cnn.register_extractor(config), path, info["sha256"], True
     if extractor != "inception":
         raise EvaluationError(f"unknown extractor {extractor!r}: use one of {EXTRACTORS}")
     path = _inception_weights(weights_path)
@@ -343,8 +325,9 @@ def _run_fidelity(samples: np.ndarray, ref: dict | None, settings: dict, prov: d
     with tf32_disabled() as tf32:
         prov["tf32"] = tf32
         raw = torch_fidelity.calculate_metrics(
-            input1=ImageSet(samples, "samples"),
-            input2=None if ref is None else ImageSet(ref["x"], "reference (if not cached)"),
+            input1=_fidelity_input(samples, "samples"),
+            input2=None if ref is None else _fidelity_input(ref["x"],
+                                                            "reference (if not cached)"),
             input1_cache_name=None, input2_cache_name=ref and ref["cache_name"],
             cuda=torch.cuda.is_available(), verbose=False, datasets_download=False, cache=True,
             **settings)
@@ -431,8 +414,8 @@ def confident_share(x: np.ndarray, extractor: str, weights: Path) -> float | Non
     least ``CONFIDENT_P`` (None for no images)."""
     if not len(x):
         return None
-    config = mnist_features.CNN_CONFIGS[extractor]
-    proba = mnist_features.predict_proba(weights, x, config)
+    config = small_cnn.CNN_CONFIGS[extractor]
+    proba = small_cnn.predict_proba(weights, x, config)
     return float((proba.max(axis=1) >= CONFIDENT_P).mean())
 
 
@@ -461,7 +444,7 @@ def prepare_reference(reference, extractor: str = "inception", out: Path | None 
 
     with tf32_disabled() as tf32:
         raw = torch_fidelity.calculate_metrics(
-            input1=ImageSet(ref["x"], "reference"), input2=ImageSet(ref["x"]),
+            input1=_fidelity_input(ref["x"], "reference"), input2=_fidelity_input(ref["x"]),
             input1_cache_name=ref["cache_name"], input2_cache_name=ref["cache_name"],
             cuda=torch.cuda.is_available(), verbose=False, datasets_download=False, cache=True,
             **settings)

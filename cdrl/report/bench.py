@@ -51,11 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
 from cdrl.core.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from cdrl.io import atomic_write_text, csv_text
 from cdrl.report.claim_stats import paired_ratio
+from cdrl.report.experiments import apply_overrides
 from cdrl.report.render import Sources, View, fmt, markdown
 
 __all__ = ["add_cli", "BenchResult", "bench_methods", "build_for_bench", "count_sampling_nfe",
@@ -82,23 +82,6 @@ TIMED = {"sampling time per image": "sample_s_per_image",
 
 
 # ----------------------------------------------------------------------------- set-up
-def _apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """``KEY=VALUE`` (dotted key, YAML value) on a config, e.g. ``ebm.width=128``; strict."""
-    data = config_to_dict(cfg)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. ebm.width=128")
-        node, *path = key.split(".")
-        parent = data
-        for part in [node, *path][:-1]:
-            if not isinstance(parent.get(part), dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a config section")
-            parent = parent[part]
-        parent[key.split(".")[-1]] = yaml.safe_load(value)
-    return config_from_dict(data)
-
-
 def data_shape(cfg: Config) -> tuple[int, ...]:
     """The data shape of a config without loading the data (images: from the dataset table)."""
     from cdrl.data.images import IMAGE_DATASETS
@@ -117,7 +100,9 @@ def build_for_bench(config: str | None, run_dir: str | None, overrides: list[str
     if run_dir:
         cfg, method, state = load_run(Path(run_dir), device)
         return cfg, method, f"trained ({run_dir}, iteration {int(state['iteration'])})"
-    cfg = _apply_overrides(load_config(config), overrides)
+    # --set KEY=VALUE items (YAML values), applied as a preset's set: is (one parser).
+    cfg = config_from_dict(apply_overrides(config_to_dict(load_config(config)), overrides or [],
+                                           where="--set"))
     dev = select_device(device or cfg.device)
     torch.manual_seed(cfg.seed)
     method = build_method(cfg, data_shape(cfg), dev)
@@ -359,10 +344,6 @@ def compare(cdrl: BenchResult, drl: BenchResult, meta: dict) -> list[dict]:
     return out
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 # Quantity (CSV row) -> column of the table people read.
 SHORT = {"EBM parameters": "EBM params (M)", "initializer parameters": "initializer params (M)",
          "EBM gradient evaluations per image": "EBM gradients / image",
@@ -431,7 +412,7 @@ def write_tables(rows: list[dict], meta: dict, out: Path, rounds: list[dict] | N
     import pandas as pd
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, csv_text(rows, COLUMNS + RATIO_COLUMNS, cell=_fmt))
+    atomic_write_text(out, csv_text(rows, COLUMNS + RATIO_COLUMNS, cell=fmt))
     if rounds is not None:
         atomic_write_text(rounds_path(out), csv_text(rounds, ROUND_COLUMNS, cell=str))
     view = speed_view(pd.DataFrame(rows))

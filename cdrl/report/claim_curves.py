@@ -33,6 +33,7 @@ import numpy as np
 
 from cdrl.report.claim_stats import two_group
 from cdrl.report.curves import snapshot_iterations, train_seconds
+from cdrl.report.render import fmt
 
 __all__ = ["holm", "curve_claim_rows", "curve_markdown", "CURVE_COLUMNS", "CURVE_RULE",
            "curve_files"]
@@ -182,12 +183,6 @@ def curve_claim_rows(preset: dict, root: Path = Path("results")) -> list[dict]:
     return [r for spec in _curve_claims(preset) for r in _claim_rows(spec, preset, root)]
 
 
-def _f(v) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def curve_markdown(rows: list[dict]) -> str:
     """The curve tests as a Markdown section: one table per claim."""
     if not rows:
@@ -203,11 +198,11 @@ def curve_markdown(rows: list[dict]) -> str:
                   "| p | p (Holm) | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- "
                   "| --- |"]
         for r in mine:
-            ci = (f" [{_f(r['effect_low'])}, {_f(r['effect_high'])}]"
+            ci = (f" [{fmt(r['effect_low'])}, {fmt(r['effect_high'])}]"
                   if r["effect_low"] is not None else "")
-            lines.append(f"| {r['clock']} | {_f(r['point'])} | {_f(r['a_iteration'])} | "
-                         f"{_f(r['a_mean'])} ({r['a_n']}) | {_f(r['b_mean'])} ({r['b_n']}) | "
-                         f"{_f(r['estimate'])}{ci} | {_f(r['p_value'])} | {_f(r['p_holm'])} | "
+            lines.append(f"| {r['clock']} | {fmt(r['point'])} | {fmt(r['a_iteration'])} | "
+                         f"{fmt(r['a_mean'])} ({r['a_n']}) | {fmt(r['b_mean'])} ({r['b_n']}) | "
+                         f"{fmt(r['estimate'])}{ci} | {fmt(r['p_value'])} | {fmt(r['p_holm'])} | "
                          f"{r['verdict']} |")
         lines.append("")
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from cdrl.report.claim_stats import (
     ratio,
     two_group,
 )
+from cdrl.report.render import fmt
 
 __all__ = ["Part", "steps_shape_parts", "guidance_parts", "read_claims", "claim_files",
            "evaluate_claims", "claims_markdown", "claims_html", "write_claims", "KINDS", "RULES",
@@ -558,20 +559,16 @@ def stability_rows(preset: dict, root: Path = Path("results")) -> list[dict]:
 
 
 # ------------------------------------------------------------------------- writers
-def _f(v) -> str:
-    return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
-
 def _side_text(label, mean, low, high, n) -> str:
     if mean is None:
         return f"{label}: no result"
-    ci = f" [{_f(low)}, {_f(high)}]" if low is not None else ""
-    return f"{label} {_f(mean)}{ci}, n = {n}"
+    ci = f" [{fmt(low)}, {fmt(high)}]" if low is not None else ""
+    return f"{label} {fmt(mean)}{ci}, n = {n}"
 
 
 def _evidence(r: dict) -> str:
     if r["claim"] == STABILITY:
-        text = f"{r['a']}: {_f(r['a_mean'])} of {r['a_n']} finished"
+        text = f"{r['a']}: {fmt(r['a_mean'])} of {r['a_n']} finished"
         return text + (f" ({r['reason']})" if r["reason"] else "")
     if not r["quantity"]:
         return r["reason"]
@@ -581,8 +578,8 @@ def _evidence(r: dict) -> str:
         text += " vs " + _side_text(r["b"], r["b_mean"], r["b_low"], r["b_high"], r["b_n"])
     if r["b"] and r["estimate"] is not None:
         low, high = r["effect_low"], r["effect_high"]
-        ci = "" if low is None or low == high else f" [{_f(low)}, {_f(high)}]"
-        text += f"; {r['effect']} {_f(r['estimate'])}{ci}"
+        ci = "" if low is None or low == high else f" [{fmt(low)}, {fmt(high)}]"
+        text += f"; {r['effect']} {fmt(r['estimate'])}{ci}"
     if r["p_value"] is not None:
         text += f", p = {r['p_value']:.3g}"
     return text + (f" ({r['part_verdict']}: {r['reason']})" if r["reason"] else

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["snapshot_iterations", "train_seconds", "curve_rows", "curve_table", "learning_curves_figure"]
+__all__ = ["snapshot_iterations", "train_seconds", "curve_rows", "curve_table",
+           "draw_learning_curves", "learning_curves_figure"]
 
 _POINT = re.compile(r"results/metrics/(?P<run>[^/]+)/seed(?P<seed>\d+)/it(?P<it>\d+)-n(?P<n>\d+)"
                     r"-(?P<extractor>[A-Za-z0-9_]+)\.json$")
@@ -94,33 +95,70 @@ def curve_table(rows: list[dict]):
     return g
 
 
-def learning_curves_figure(table, out: str | Path) -> None:
-    """FID (mean over seeds, band from min to max) against training iterations and against
-    training wall-clock minutes, one line per run, one row of panels per extractor."""
-    from cdrl.report.figures import _plt, save
+def learning_curves_figure(rows, out: str | Path) -> None:
+    """``draw_learning_curves`` saved to ``out`` (PNG and PDF)."""
+    from cdrl.report.figures import save
 
-    plt = _plt()
-    extractors = list(dict.fromkeys(table["extractor"]))
-    fig, axes = plt.subplots(len(extractors), 2, figsize=(10, 3.6 * len(extractors)),
-                             squeeze=False)
+    save(draw_learning_curves(rows), out)
+
+
+def draw_learning_curves(rows):
+    """The learning-curves figure (returned, not saved): FID against training iterations (left) and training wall-clock minutes (right), one row
+    of panels per extractor: each seed's snapshot as a point, and per run the mean over seeds
+    with its 95 % t-interval (seaborn). ``rows``: the long table of ``curve_rows`` (one row per
+    run, seed, iteration and extractor; ``results/tables/learning_curves.csv``). On the right
+    each seed's point sits at its own wall-clock and the mean at the seeds' mean wall-clock.
+    Colours: ``cdrl.report.figures.method_colour`` of the run's label, as in every figure."""
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from cdrl.report.figures import method_colour, pyplot, t_interval
+    from cdrl.report.tables import EXTRACTOR_NAMES
+
+    df = pd.DataFrame(rows).copy()
+    df["fid"] = pd.to_numeric(df["fid"], errors="coerce")
+    df = df.dropna(subset=["fid"])
+    df["minutes"] = pd.to_numeric(df["train_seconds"]) / 60.0
+    # The legend's name of a run: its label, or label (run) where two runs share a label.
+    shared = df.groupby("label")["run"].nunique()
+    df["name"] = [lab if shared[lab] == 1 else f"{lab} ({run})"
+                  for lab, run in zip(df["label"], df["run"], strict=True)]
+    names = list(dict.fromkeys(df["name"]))
+    palette = {n: method_colour(df.loc[df["name"] == n, "label"].iloc[0]) for n in names}
+    seeds = df.groupby("name")["seed"].nunique()
+    extractors = list(dict.fromkeys(df["extractor"]))
+    plt = pyplot()
+    fig, axes = plt.subplots(len(extractors), 2, figsize=(11, 3.9 * len(extractors) + 0.6),
+                             squeeze=False, sharey="row", layout="constrained")
     for row, ex in zip(axes, extractors, strict=True):
-        for (_run, label), g in table[table["extractor"] == ex].groupby(["run", "label"],
-                                                                         sort=False):
-            g = g.sort_values("iteration")
-            seeds = int(g["seeds"].max())
-            name = f"{label} ({seeds} seed{'s' if seeds > 1 else ''})"
-            for ax, x in ((row[0], g["iteration"]), (row[1], g["train_seconds"] / 60)):
-                (line,) = ax.plot(x, g["fid_mean"], "o-", ms=3, lw=1.2, label=name)
-                if seeds > 1:
-                    ax.fill_between(x, g["fid_min"], g["fid_max"], color=line.get_color(),
-                                    alpha=0.15, lw=0)
+        d = df[df["extractor"] == ex].copy()
+        d["mean_minutes"] = d.groupby(["name", "iteration"])["minutes"].transform("mean")
+        # Seeds' points of two runs at one iteration are set a little apart, left and right.
+        span = float(d["iteration"].max() - d["iteration"].min()) or 1.0
+        offset = {n: (i - (len(names) - 1) / 2) * 0.012 * span for i, n in enumerate(names)}
+        d["iteration_dodged"] = d["iteration"] + d["name"].map(offset)
+        for ax, x_mean, x_seed in ((row[0], "iteration", "iteration_dodged"),
+                                   (row[1], "mean_minutes", "minutes")):
+            sns.lineplot(data=d, x=x_mean, y="fid", hue="name", hue_order=names,
+                         palette=palette, estimator="mean", errorbar=t_interval,
+                         err_kws={"alpha": 0.18, "lw": 0}, lw=1.8, legend=False, ax=ax)
+            sns.scatterplot(data=d, x=x_seed, y="fid", hue="name", hue_order=names,
+                            palette=palette, s=16, alpha=0.6, edgecolor="none", legend=False,
+                            ax=ax)
+            ax.grid(alpha=0.3)
         row[0].set_xlabel("training iterations")
-        row[1].set_xlabel("training wall-clock (minutes, this host)")
-        for ax in row:
-            ax.set_ylabel(f"FID ({ex} features)")
-            ax.set_yscale("log")
-            ax.grid(alpha=0.3, which="both")
-        row[0].set_title("FID of intermediate checkpoints vs iterations")
-        row[1].set_title("... vs training time")
-        row[0].legend(fontsize=7)
-    save(fig, out)
+        row[1].set_xlabel("training wall-clock (minutes, on the host that trained it)")
+        row[0].set_ylabel(f"FID ({EXTRACTOR_NAMES.get(ex, ex)} features)")
+        row[1].set_ylabel("")
+        row[0].set_title("FID of intermediate checkpoints vs iterations", fontsize=10)
+        row[1].set_title("... vs training time", fontsize=10)
+    handles = [Line2D([], [], color=palette[n], lw=1.8,
+                      label=f"{n} ({seeds[n]} seed{'s' if seeds[n] > 1 else ''})") for n in names]
+    handles += [Line2D([], [], marker="o", ls="none", color="0.4", alpha=0.6, ms=4,
+                       label="one seed's snapshot"),
+                Patch(facecolor="0.4", alpha=0.18, label="mean, 95 % t-interval over seeds")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
+               fontsize=8, frameon=False)
+    return fig

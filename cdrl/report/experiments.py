@@ -28,10 +28,24 @@ __all__ = ["resolve_run", "apply_overrides", "apply_every_run", "select_part", "
            "run_seeds", "run_label", "run_instances"]
 
 
-def apply_overrides(cfg: dict, overrides: dict, where: str = "set") -> dict:
-    """A copy of ``cfg`` with ``{"a.b.c": value}`` overrides applied (intermediate maps made)."""
+def apply_overrides(cfg: dict, overrides: dict | list[str] | None, where: str = "set") -> dict:
+    """A copy of ``cfg`` with dotted-key overrides applied in order, intermediate maps made.
+
+    ``overrides`` is either a mapping ``{"a.b.c": value}`` (a preset's ``set:``) or a list of
+    ``"a.b.c=VALUE"`` strings whose values are read as YAML (``cdrl bench --set``). A key that
+    runs through a value which is not a section is an error naming ``where`` and the key; an
+    unknown key is left to ``config_from_dict`` to reject."""
+    if isinstance(overrides, (list, tuple)):
+        pairs = []
+        for item in overrides:
+            key, sep, value = str(item).partition("=")
+            if not sep:
+                raise ConfigError(f"{where} {item!r}: expected KEY=VALUE, e.g. ebm.width=128")
+            pairs.append((key, yaml.safe_load(value)))
+    else:
+        pairs = list((overrides or {}).items())
     out = copy.deepcopy(cfg)
-    for dotted, value in (overrides or {}).items():
+    for dotted, value in pairs:
         keys = str(dotted).split(".")
         node = out
         for i, key in enumerate(keys[:-1]):

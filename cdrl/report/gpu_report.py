@@ -18,9 +18,12 @@ from pathlib import Path
 
 import torch
 
+from cdrl.report.render import fmt
+
 __all__ = ["PEAKS", "gpu_peaks", "environment", "peak_fractions", "summary", "readme_paragraph"]
 
 ROOT = Path(__file__).resolve().parents[2]
+NA = "n/a"  # a missing value in the summary (fmt's ``missing``)
 
 # Dense peak TFLOP/s, FP32 / TF32 Tensor Core / BF16 Tensor Core, from NVIDIA's datasheets (their
 # "with sparsity" figures are twice these): H100 and H200 SXM 67 / 494.7 / 989.4; H100 and H200
@@ -112,17 +115,9 @@ def readme_paragraph(c: dict, env: dict) -> str:
                    "results' cost rows.")
 
 
-def _f(v, digits: int = 4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool) or not isinstance(v, float):
-        return str(v)
-    return f"{v:.{digits}g}"
-
-
 def _table(header: list[str], rows: list[list]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-            + ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows] + [""])
+            + ["| " + " | ".join(fmt(c, missing=NA) for c in r) + " |" for r in rows] + [""])
 
 
 def _pct(fr: dict | None, key: str) -> str:
@@ -141,7 +136,7 @@ def summary(res: dict) -> str:
                     env["python"], env["cpu"], (env["git_commit"] or "n/a")[:10]]])
     out += [f"torch's default precision flags: {env['torch_defaults']}. Budget "
             f"{res['budget_s']:.0f} s; sections: " + ", ".join(
-                f"{k} {v['status']} ({_f(v.get('seconds'), 3)} s)"
+                f"{k} {v['status']} ({fmt(v.get('seconds'), 3, NA)} s)"
                 for k, v in res["sections"].items()), ""]
     for name, part in (("correctness", _summary_correctness), ("speed", _summary_speed),
                        ("ab", _summary_ab), ("cost", _summary_cost)):
@@ -158,7 +153,7 @@ def summary(res: dict) -> str:
 
 def _summary_correctness(c: dict, env: dict) -> list[str]:
     rows = [[x["test"], x["outcome"], x["seconds"], ", ".join(
-        f"{k} {_f(v, 3)}" for k, v in x["properties"].items()) or x["message"][:80]]
+        f"{k} {fmt(v, 3, NA)}" for k, v in x["properties"].items()) or x["message"][:80]]
         for x in c["cases"]]
     return ([f"## 1. Correctness on {c['measured_on']}: {c['verdict']}", "",
              f"`{c['command']}`: {c['counts']}", ""]
@@ -178,7 +173,7 @@ def _summary_speed(s: dict, env: dict) -> list[str]:
                    f"train s / iter (batch {r0['train_batch']})", "train peak GiB",
                    f"sampling s / image (batch {r0['sample_batch']})", "images/s",
                    "sampling peak GiB", "largest batch", "s / image there"], rows)
-    out += ["DRL / CDRL: " + ", ".join(f"{k} {_f(v, 3)}" for k, v in s["ratios"].items()), ""]
+    out += ["DRL / CDRL: " + ", ".join(f"{k} {fmt(v, 3, NA)}" for k, v in s["ratios"].items()), ""]
     out += [f"- largest batch, {k}: {v.get('how')}; {v.get('timing')}" for k, v in lb.items()]
     g = s["ebm_gradient"]
     out += ["", "EBM input gradient (forward + input backward), FLOPs by torch.utils.flop_counter:",
@@ -189,7 +184,7 @@ def _summary_speed(s: dict, env: dict) -> list[str]:
                            _pct(v["peak_fraction"], "tf32"), _pct(v["peak_fraction"], "bf16")]
                           for k, v in g.items()])
     inc = s["inception"]
-    out += [f"Inception features: {_f(inc.get('s_per_image'))} s / image "
+    out += [f"Inception features: {fmt(inc.get('s_per_image'), missing=NA)} s / image "
             f"({inc.get('how') or inc.get('reason')})", ""]
     return out
 
@@ -213,7 +208,8 @@ def _summary_ab(a: dict, env: dict) -> list[str]:
              f"{a['rounds']} paired rounds after a warm-up; torch.compile backend "
              f"{a.get('compile_backend')}. Errors: Langevin rows, relative error of the drift; "
              "training rows, relative error of the EBM loss. TFLOP/s: the EBM gradient's "
-             f"{_f(flops / 1e9 if flops else None)} GFLOP (batch {a.get('ebm_grad_batch')}) over "
+             f"{fmt(flops / 1e9 if flops else None, missing=NA)} GFLOP "
+             f"(batch {a.get('ebm_grad_batch')}) over "
              "the changed step's time, and its fraction of the matching peak.", ""]
             + _table(["change", "target", "batch", "float32 s", "changed s", "speed-up",
                       "rel. error", "TFLOP/s", "of peak", "decision", "why"], rows))

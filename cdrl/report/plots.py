@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cdrl.core.nets.layers import frozen_spectral_norm, gather_rows
+from cdrl.core.nets.layers import frozen_spectral_norm
 from cdrl.eval.metrics2d import toy_metrics
 from cdrl.train.trainer import build_data, load_run
 
@@ -31,10 +31,9 @@ def level_densities(method, extent: float, grid: int) -> torch.Tensor:
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
     out = []
     with frozen_spectral_norm(ebm):
-        cond_levels = ebm.condition(method.t_level[: method.T])
         for step in range(method.T):
             k = torch.full((pts.shape[0],), step, dtype=torch.long, device=method.device)
-            f = ebm.energy(method._per_sample("sqrt_m", k) * pts, gather_rows(cond_levels, k))
+            f = method.energy(pts, k, ebm)
             logp = f / method.coef["step_size_sq"][step]
             out.append(torch.softmax(logp, dim=0).reshape(grid, grid).cpu())
     return torch.stack(out)

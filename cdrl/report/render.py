@@ -11,6 +11,7 @@ difference beside it, and the sources numbered under the table. Markdown comes f
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +67,23 @@ def number(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def fmt(v) -> str:
-    """Four significant digits for floats, integers as they are, '' for missing values."""
-    x = number(v)
-    if x is None:
-        return v if isinstance(v, str) else ""
-    return str(int(x)) if isinstance(v, int) or (x.is_integer() and abs(x) < 1e6) else f"{x:.4g}"
+def fmt(v, digits: int = 4, missing: str = "") -> str:
+    """A value as report text, the one number formatter of ``cdrl.report``: integers as they are
+    (whole floats below 1e6 too), other numbers to ``digits`` significant digits, ``missing``
+    for None, NaN and infinities; strings verbatim, bools and anything else as ``str(v)``."""
+    if v is None:
+        return missing
+    if isinstance(v, (str, bool)):
+        return str(v)
+    if isinstance(v, numbers.Integral):
+        return str(int(v))
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return missing if pd.isna(v) is True else str(v)   # pandas' NA and NaT are missing
+    if not math.isfinite(x):
+        return missing
+    return str(int(x)) if x.is_integer() and abs(x) < 1e6 else f"{x:.{digits}g}"
 
 
 def measured(mean, std=None, n: int = 1, unit: str = "seed") -> str:

@@ -32,7 +32,13 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from cdrl.core.nets.layers import frozen_spectral_norm
-from cdrl.core.sampler import ebm_grad_fn, energy_grad_fn
+from cdrl.core.sampler import (
+    NoiseList,
+    ebm_grad_fn,
+    energy_grad_fn,
+    langevin,
+    langevin_drift,
+)
 from cdrl.report.bench import seconds
 
 __all__ = ["MIN_SPEEDUP", "TOLERANCE", "KEEP_RULE", "VARIANTS", "Setting", "Chain", "ABContext",
@@ -82,22 +88,22 @@ def make_chain(method, batch: int, seed: int = 0) -> Chain:
     k = (torch.arange(batch) % method.T).to(dev)
     x = torch.randn(batch, *method.data_shape, generator=g).to(dev)
     y = x + 0.1 * torch.randn(batch, *method.data_shape, generator=g).to(dev)
-    return Chain(ebm, method._condition(ebm, k), x, y, method._per_sample("step_size_sq", k),
-                 method._per_sample("pull", k))
+    return Chain(ebm, method.level_condition(ebm, k), x, y, method.per_sample("step_size_sq", k),
+                 method.per_sample("pull", k))
 
 
 def drift(chain: Chain, y: torch.Tensor | None = None) -> torch.Tensor:
     """``0.5 grad F(y) - pull (y - x)``: the deterministic part of one Langevin step."""
     y = chain.y if y is None else y
-    return 0.5 * ebm_grad_fn(chain.ebm, chain.cond)(y) - chain.pull * (y - chain.x)
+    return langevin_drift(ebm_grad_fn(chain.ebm, chain.cond), y, 0.5, chain.pull, chain.x)
 
 
 def run_chain(chain: Chain, noise: torch.Tensor) -> torch.Tensor:
-    """``len(noise)`` Langevin steps from the chain's ``y`` with the given noise."""
-    y, std = chain.y, chain.step_size_sq.sqrt()
-    for eps in noise:
-        y = y + drift(chain, y) + std * eps
-    return y
+    """``len(noise)`` Langevin steps from the chain's ``y`` with the given noise (the
+    sampler's own loop, ``cdrl.core.sampler.langevin``)."""
+    return langevin(ebm_grad_fn(chain.ebm, chain.cond), chain.y, len(noise), grad_scale=0.5,
+                    noise_std=chain.step_size_sq.sqrt(), pull=chain.pull, anchor=chain.x,
+                    generator=NoiseList(noise))
 
 
 def grad_flops(chain: Chain) -> int:
@@ -286,7 +292,7 @@ def ab_langevin(ctx: ABContext, s: Setting, label: str) -> dict:
     chain, eps = ctx.chain, ctx.extra["noise"]
 
     def step():
-        return chain.y + drift(chain) + chain.step_size_sq.sqrt() * eps
+        return run_chain(chain, (eps,))
 
     times, _ = timed_pairs(ctx, {"base": (Setting(), None, step), "variant": (s, None, step)},
                            [chain.ebm], frozen=chain.ebm)

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 from cdrl.core.guidance import Guide
-from cdrl.core.nets.layers import frozen_spectral_norm
-from cdrl.core.sampler import Noise, PerImageNoise, randn, recovery_langevin
+from cdrl.core.sampler import Noise, PerImageNoise, randn
 
 __all__ = ["MASKS", "make_mask", "inpaint", "inpaint_metrics", "add_cli"]
 
@@ -61,40 +60,25 @@ def make_mask(kind: str, shape: tuple[int, ...], seed: int = 0, indices=(0,)) ->
 @torch.no_grad()
 def inpaint(method, x_obs: torch.Tensor, mask: torch.Tensor, steps: int | None = None,
             generator: Noise = None, use_ema: bool | None = None) -> torch.Tensor:
-    """Fill the pixels where ``mask == 0`` of ``x_obs`` [B, C, H, W] (module docstring)."""
-    sc = method.cfg.sample
-    steps = sc.langevin_steps if steps is None else steps
-    use_ema = sc.use_ema if use_ema is None else use_ema
-    ebm = (method.ebm_ema.model if use_ema else method.ebm).eval()
-    init = None
-    if method.initializer is not None:
-        init = (method.init_ema.model if use_ema else method.initializer).eval()
+    """Fill the pixels where ``mask == 0`` of ``x_obs`` [B, C, H, W] (module docstring): the
+    method's own sampler, started from the masked level-T image, with a callback that resets
+    the known pixels after every proposal and Langevin step."""
     x_obs, mask = x_obs.to(method.device), mask.to(method.device).expand_as(x_obs).bool()
     n = x_obs.shape[0]
     guide = None
-    if getattr(method, "num_classes", 0):
+    if method.num_classes:
         guide = Guide.single(torch.zeros(n, dtype=torch.long, device=method.device))
     eps = randn(x_obs.shape, x_obs, generator)
 
     def known(level: int) -> torch.Tensor:
         return method.sqrt_ab[level] * x_obs + method.sigma_bar[level] * eps
 
-    x = torch.where(mask, known(method.T), randn(x_obs.shape, x_obs, generator))
-    for step in reversed(range(method.T)):
+    def project(step: int, y: torch.Tensor) -> torch.Tensor:
         k = torch.full((n,), step, dtype=torch.long, device=method.device)
-        sqrt_m = method._per_sample("sqrt_m", k)
-        known_y = sqrt_m * known(step)
-        y = torch.where(mask, known_y, method.propose(init, x, k, generator, guide))
-        if steps:
-            with frozen_spectral_norm(ebm):
-                grad = method._grad_fn(ebm, k, guide)
-                step_sq, pull = method._per_sample("step_size_sq", k), method._per_sample("pull", k)
-                for _ in range(steps):
-                    y = recovery_langevin(grad, y, x, step_sq, pull, 1, sc.noise_scale, generator)
-                    y = torch.where(mask, known_y, y)
-        x = y / sqrt_m
-    if sc.tweedie:
-        x = method.tweedie(ebm, x, guide)
+        return torch.where(mask, method.per_sample("sqrt_m", k) * known(step), y)
+
+    x_T = torch.where(mask, known(method.T), randn(x_obs.shape, x_obs, generator))
+    x = method.sample(n, steps, generator, use_ema, noise=x_T, guide=guide, callback=project)
     return torch.where(mask, x_obs, x)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cdrl.core.nets.layers import frozen_spectral_norm, gather_rows
+from cdrl.core.nets.layers import frozen_spectral_norm
 
 __all__ = ["energy_scores", "auroc", "load_named_set", "load_points", "ood_table", "add_cli"]
 
@@ -56,20 +56,14 @@ def energy_scores(method, x: torch.Tensor, level: int = 0, use_ema: bool = True,
     gen = torch.Generator().manual_seed(seed)
     out = []
     with frozen_spectral_norm(ebm):
-        levels = method.t_level[: method.T]
-        if getattr(method, "num_classes", 0):  # conditional run: the null label's energy
-            cond_levels = ebm.condition(levels, torch.zeros(len(levels), dtype=torch.long,
-                                                            device=levels.device))
-        else:
-            cond_levels = ebm.condition(levels)
         for lo in range(0, len(x), batch_size):
             xb = x[lo: lo + batch_size].to(method.device)
             if noise:
                 eps = torch.randn(xb.shape, generator=gen).to(xb)
                 xb = method.sqrt_ab[level] * xb + method.sigma_bar[level] * eps
             k = torch.full((len(xb),), level, dtype=torch.long, device=method.device)
-            f = ebm.energy(method._per_sample("sqrt_m", k) * xb, gather_rows(cond_levels, k))
-            out.append(f.cpu())
+            labels = torch.zeros_like(k) if method.num_classes else None  # the null label
+            out.append(method.energy(xb, k, ebm, labels).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 

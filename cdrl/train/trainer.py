@@ -58,7 +58,7 @@ from cdrl.train.checkpoint import load_latest, save_checkpoint
 from cdrl.train.registry import build_method
 
 __all__ = ["train", "Shard", "select_device", "build_data", "load_run", "RunStateError",
-           "read_divergence", "last_good_snapshot", "ON_DIVERGENCE"]
+           "check_same_config", "read_divergence", "last_good_snapshot", "ON_DIVERGENCE"]
 
 # What ``train`` does when the divergence guard fires (module docstring).
 ON_DIVERGENCE = ("fail", "record")
@@ -114,7 +114,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _check_same_config(run_dir: Path, resolved: dict) -> None:
+def check_same_config(run_dir: Path, resolved: dict) -> None:
     """Refuse to resume a run directory under a different config (iterations may grow)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -303,14 +303,14 @@ def train(cfg: Config, run_dir: str | Path, max_iters: int | None = None,
     if (run_dir / "DIVERGED.json").exists():
         done = read_divergence(run_dir)
         if on_divergence == "record" and done is not None and done["total"] == total:
-            _check_same_config(run_dir, resolved)
+            check_same_config(run_dir, resolved)
             if shard.main:
                 _warn_diverged(run_dir, done)
             return done  # the recorded outcome of this very request
         raise RunStateError(f"{run_dir / 'DIVERGED.json'} marks a diverged run; read it, change "
                             "the config or delete the marker to resume from the last good "
                             "checkpoint")
-    _check_same_config(run_dir, resolved)  # every rank checks, so every rank stops alike
+    check_same_config(run_dir, resolved)  # every rank checks, so every rank stops alike
     if cfg.data.conditional and cfg.method != "cdrl":
         raise ConfigError(f"data.conditional: only method 'cdrl' is class-conditional, "
                           f"not {cfg.method!r}")
@@ -425,8 +425,7 @@ def _loop(cfg, method, data, run_dir, start, total, device, progress, shard,
                 x, labels = x[rows], None if labels is None else labels[rows]
             try:
                 with shard.randomness(local_b):
-                    stats = (method.train_step(x) if labels is None
-                             else method.train_step(x, labels=labels))
+                    stats = method.train_step(x, labels)
             except DivergenceError as err:
                 if shard.main:
                     _mark_divergence(run_dir, it, err)

@@ -1,6 +1,7 @@
 # The claims table (cdrl.report.claims): each claim of the paper judged from the per-seed results
 # by the rule the preset's claims: section fixed before the runs; results/tables/claims.{csv,md}
-# (and .html, the first section of the report). Needs common.smk (preset_json) included first.
+# (and .html), and its figure results/figures/claims.{png,pdf}: together the report's first
+# category, "Claims". Needs common.smk (preset_json) included first.
 from cdrl.report.claims import claim_files, read_claims
 from cdrl.report.decidable import undecidable
 
@@ -15,10 +16,11 @@ if workflow.is_main_process and workflow.check_envvars:
             f"Note: claim {_cid} cannot be decided as configured: {'; '.join(_why)}",
             file=sys.stderr,
         )
-# Targets of rule all: the claims table, if the preset has claims.
+# Targets of rule all: the claims table and its figure, if the preset has claims.
 CLAIMS_TARGETS = [
-    f"results/tables/claims.{ext}"
-    for ext in ("csv", "md", "html")
+    path
+    for path in [f"results/tables/claims.{ext}" for ext in ("csv", "md", "html")]
+    + [f"results/figures/claims.{ext}" for ext in ("png", "pdf")]
     if CLAIMS_PRESET["claims"]
 ]
 
@@ -30,7 +32,8 @@ rule claims:
         csv=report(
             "results/tables/claims.csv",
             caption="../report/claims.rst",
-            category="0 Claims",
+            category="Claims",
+            labels={"result": "Tested parts, one row each (CSV)"},
         ),
         md="results/tables/claims.md",
         # The curve: true claims tested at every snapshot (cdrl.report.claim_curves).
@@ -38,7 +41,8 @@ rule claims:
         html=report(
             "results/tables/claims.html",
             caption="../report/claims.rst",
-            category="0 Claims",
+            category="Claims",
+            labels={"result": "Table: evidence, rule and verdict per claim"},
         ),
     log:
         "logs/claims.log",
@@ -49,3 +53,26 @@ rule claims:
         preset=CLAIMS_PRESET,
     script:
         "../scripts/claims.py"
+
+
+# The claims figure (cdrl.report.figures.draw_claims): one row per claim, its effect and interval
+# against the rule's threshold, coloured by verdict. The report's first category ("Claims", which
+# sorts first) lists it before the table.
+rule figure_claims:
+    input:
+        table="results/tables/claims.csv",
+    output:
+        png=report(
+            "results/figures/claims.png",
+            caption="../report/claims_figure.rst",
+            category="Claims",
+            labels={"result": "Figure: each claim's effect and interval vs threshold"},
+        ),
+        pdf="results/figures/claims.pdf",
+    log:
+        "logs/figure/claims.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/figures.py"

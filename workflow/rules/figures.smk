@@ -1,4 +1,6 @@
 # Figures: results/figures/*.{png,pdf}. The toy figure shows data, density and samples per level.
+# One palette for every figure: a method has the same colour everywhere (cdrl.report.figures).
+# The claims figure's rule, figure_claims, is in claims.smk beside the claims table.
 
 
 rule figure_toy:
@@ -58,6 +60,7 @@ rule figure_steps:
             "results/figures/fid_vs_steps.png",
             caption="../report/fid_vs_steps.rst",
             category="Figures",
+            labels={"figure": "FID vs sampling steps and seconds; shape vs the paper"},
         ),
         pdf="results/figures/fid_vs_steps.pdf",
     log:
@@ -77,6 +80,7 @@ rule figure_curves:
             "results/figures/training_curves.png",
             caption="../report/training_curves.rst",
             category="Figures",
+            labels={"figure": "Training losses against iteration"},
         ),
         pdf="results/figures/training_curves.pdf",
     log:
@@ -91,7 +95,8 @@ rule figure_curves:
 
 
 # Learning curves (preset curves:): FID of every snapshot against training iterations and
-# training wall-clock, mean and range over seeds (cdrl.report.curves); the long table beside it.
+# training wall-clock, per-seed points and the mean with its 95 % interval (cdrl.report.curves);
+# the long table beside it.
 rule learning_curves:
     input:
         metrics=curve_metric_files(),
@@ -101,6 +106,7 @@ rule learning_curves:
             "results/figures/learning_curves.png",
             caption="../report/learning_curves.rst",
             category="Figures",
+            labels={"figure": "FID of snapshots against training iterations and time"},
         ),
         pdf="results/figures/learning_curves.pdf",
         csv="results/tables/learning_curves.csv",

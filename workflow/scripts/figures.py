@@ -1,4 +1,5 @@
-"""Rules figure_steps and figure_curves (logic in cdrl.report.figures)."""
+"""Rules figure_steps, figure_curves, learning_curves, figure_guidance, figure_grid and
+figure_claims (logic in cdrl.report.figures and cdrl.report.curves)."""
 
 import sys
 from pathlib import Path
@@ -18,8 +19,7 @@ elif sm.rule == "figure_curves":
     for p in map(Path, sm.input.runs):  # results/runs/<run>/seed<s>/final.json
         run, seed = p.parent.parent.name, p.parent.name
         runs[f"{run}/{seed}"] = p.parent / "stats.jsonl"
-        many = len(info[run]["seeds"]) > 1
-        labels[f"{run}/{seed}"] = info[run]["label"] + (f" ({seed})" if many else "")
+        labels[f"{run}/{seed}"] = info[run]["label"]  # one colour and legend entry per method
     figures.training_curves(runs, labels, sm.output.png)
 elif sm.rule == "learning_curves":
     from cdrl.io import atomic_write_text
@@ -38,7 +38,9 @@ elif sm.rule == "learning_curves":
         "training wall-clock up to it on the host that trained the run; delta_last: change of "
         "the mean from the previous snapshot (near 0: the plateau)."])
     atomic_write_text(sm.output.md, markdown(view, "Learning curves: FID of intermediate snapshots"))
-    curves.learning_curves_figure(table, sm.output.png)
+    curves.learning_curves_figure(pd.DataFrame(rows), sm.output.png)  # per-seed points
+elif sm.rule == "figure_claims":
+    figures.claims_figure(pd.read_csv(sm.input.table), sm.output.png)
 elif sm.rule == "figure_guidance":
     figures.guidance_figure(pd.read_csv(sm.input.table), sm.output.png)
 elif sm.rule == "figure_grid":
