@@ -233,6 +233,17 @@ def test_mnist_parts_plan_only_what_their_claims_read():
     assert [c["id"] for c in abl["claims"]] == ["C4", "C5"]
     assert abl["tables"]["sampling_steps"] == {} and "speed" not in abl and "headline" not in \
         abl["tables"] and set(abl["tables"]["ablations"]) == {"noise_schedule", "variance_reduction"}
+    # The seeds a part trains: 5 of CDRL and its ablations in the headline and ablations parts,
+    # the preset's 12 a side in the parts that decide C5 and C4 again.
+    assert head["runs"]["mnist_cdrl"]["seeds"] == [0, 1, 2, 3, 4]
+    assert {r: len(s["seeds"]) for r, s in abl["runs"].items()} == dict.fromkeys(abl["runs"], 5)
+    vr = select_part({**preset, "part": "variance_reduction"})
+    assert [c["id"] for c in vr["claims"]] == ["C5"]
+    assert {r: s["seeds"] for r, s in vr["runs"].items()} == {
+        "mnist_cdrl": list(range(12)), "mnist_cdrl_no_vr": list(range(12))}
+    sched = select_part({**preset, "part": "noise_schedule"})
+    assert sorted(sched["runs"]) == ["mnist_cdrl", "mnist_cdrl_drl_schedule"]
+    assert preset["runs"]["mnist_cdrl"]["seeds"] == list(range(12))  # the whole preset: unchanged
     down = select_part({**preset, "part": "downstream"})
     assert set(down["downstream"]) == {"guidance", "ood", "inpaint", "compose"}
     assert {"mnist_cond", "toy_compose", "mnist_cdrl_k30"} <= set(down["runs"])
@@ -240,7 +251,7 @@ def test_mnist_parts_plan_only_what_their_claims_read():
     # Every run and claim falls in some part, and the whole preset is untouched without one.
     parts = [select_part({**preset, "part": p}) for p in preset["parts"]]
     assert set().union(*(p["runs"] for p in parts)) == set(preset["runs"])
-    assert sorted(c["id"] for p in parts for c in p["claims"]) == sorted(
+    assert sorted({c["id"] for p in parts for c in p["claims"]}) == sorted(
         c["id"] for c in preset["claims"])
     assert select_part(preset) is preset
 
@@ -253,3 +264,8 @@ def test_an_unknown_part_or_claim_is_named():
     bad = {**_mnist(), "part": "x", "parts": {"x": {"claims": ["C99"]}}}
     with pytest.raises(ConfigError, match=r"\['C99'\] are not claims"):
         select_part(bad)
+    stray = {**_mnist(), "part": "x", "parts": {"x": {"claims": ["C1"],
+                                                       "seeds": {"mnist_coopnets": [0]}}}}
+    with pytest.raises(ConfigError, match="parts.x.seeds: 'mnist_coopnets' is not a run of this "
+                                          "part.*mnist_cdrl"):
+        select_part(stray)

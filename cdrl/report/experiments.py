@@ -101,8 +101,9 @@ def claim_runs(preset: dict, claim: dict) -> list[str]:
 
 def select_part(preset: dict) -> dict:
     """The preset cut down to its ``part:`` (a name under ``parts:``): the claims that part
-    lists, the runs they read plus the part's own ``runs:``, and only the tables, sweeps,
-    curves, downstream tasks and speed cases of those. A part plans, trains and evaluates only
+    lists, the runs they read plus the part's own ``runs:`` (each with the part's ``seeds:``
+    where it names other seeds for it), and only the tables, sweeps, curves, downstream tasks
+    and speed cases of those. A part plans, trains and evaluates only
     what its claims need, so a long preset runs as pieces that each fit a working day; running
     every part together plans each shared run once. Without ``part:`` the preset is returned."""
     name = preset.get("part")
@@ -113,8 +114,16 @@ def select_part(preset: dict) -> dict:
         raise ConfigError(f"part: {name!r} is not defined under 'parts:' (defined: "
                           f"{', '.join(sorted(parts)) or 'none'})")
     spec = parts[name]
-    return select_claims(preset, list(spec.get("claims", [])), spec.get("runs", []),
-                         where=f"parts.{name}.claims")
+    out = select_claims(preset, list(spec.get("claims", [])), spec.get("runs", []),
+                        where=f"parts.{name}.claims")
+    # A part may train fewer (or other) seeds of a run than the whole preset does, so that it
+    # fits its day: parts.<name>.seeds maps a run of the part to its seeds there.
+    for run, seeds in (spec.get("seeds") or {}).items():
+        if run not in out["runs"]:
+            raise ConfigError(f"parts.{name}.seeds: {run!r} is not a run of this part (its runs: "
+                              f"{', '.join(out['runs'])}); name one of those or drop it")
+        out["runs"][run] = {**out["runs"][run], "seeds": list(seeds)}
+    return out
 
 
 def select_decided(preset: dict) -> dict:
