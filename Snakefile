@@ -34,7 +34,7 @@ if not workflow.overwrite_configfiles:
     configfile: os.path.join(workflow.basedir, "workflow", "config", "smoke.yaml")
 
 
-from cdrl.report.experiments import apply_every_run, select_decided, select_part
+from cdrl.plan.experiments import apply_every_run, select_decided, select_part
 
 config.update(apply_every_run(config))
 # --config part=NAME: only that part of the preset (its claims and what they read);

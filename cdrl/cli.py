@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import json
 import os
 import sys
 import time
 from pathlib import Path
-
-from cdrl.io import atomic_write_text
 
 __all__ = ["main"]
 
@@ -82,214 +79,18 @@ def _set_aside_if_changed(run_dir: Path, cfg) -> None:
               file=sys.stderr)
 
 
-def generate(run_dir: Path, start: int, count: int, steps: int | None, seed: int,
-             device: str | None = None, batch_size: int | None = None,
-             guidance: float | None = None, labels: str | None = None,
-             snapshot: int | None = None):
-    """Draw images ``start .. start+count-1`` from a run's newest checkpoint (or its snapshot of
-    iteration ``snapshot``).
-
-    A diverged run (``cdrl train --on-divergence record``) is sampled at its last good snapshot
-    (``load_run``; ``meta["diverged"]``, ``meta["snapshot"]``). Where that gives no weights (no
-    snapshot before the divergence, or ``snapshot`` at or after it) the result has zero images
-    and says why in ``meta`` (``no_good_snapshot`` or ``after_divergence``), so the workflow goes
-    on and the evaluation records no value.
-
-    Image ``i`` uses its own noise stream seeded by ``(seed, i)`` (``PerImageNoise``), so it is
-    the same whatever the batch size or sharding. Returns ``(x, levels, meta)``: final samples
-    ``[count, ...]``, the chain's states per level ``[T+1, count, ...]`` (``x_T`` first, ``x_0``
-    last, before any Tweedie step), and metadata. Conditional runs: image ``i``'s label also
-    depends only on ``(seed, i)`` (``cdrl.core.guidance.sampling_guide``), guided with weight
-    ``guidance`` (spec 6.1); the labels go to ``meta["labels"]``.
-    """
-    import torch
-
-    from cdrl.core.guidance import sampling_guide
-    from cdrl.core.sampler import PerImageNoise
-    from cdrl.train.trainer import load_run, read_divergence
-
-    diverged = read_divergence(run_dir)
-    if diverged is not None and (diverged["last_good_snapshot"] is None if snapshot is None
-                                 else snapshot >= diverged["diverged_at"]):
-        return _no_weights(run_dir, start, count, steps, seed, batch_size, guidance, labels,
-                           snapshot, diverged)
-    cfg, method, state = load_run(run_dir, device, snapshot)
-    batch = batch_size or cfg.sample.batch_size
-    out, levels, used = [], [], []
-    t0 = time.perf_counter()  # sampling only: model loading and file writing are excluded
-    for lo in range(start, start + count, batch):
-        idx = range(lo, min(lo + batch, start + count))
-        noise = PerImageNoise(seed, idx, method.device)
-        guide, lab = sampling_guide(cfg, seed, idx, labels, guidance)
-        guide = None if guide is None else guide.to(method.device)
-        x, lv = method.sample(len(idx), steps=steps, generator=noise, return_levels=True,
-                              guide=guide)
-        used += [] if lab is None else lab.tolist()
-        out.append(x.cpu())
-        levels.append(torch.stack(lv).cpu())
-    if method.device.type == "cuda":
-        torch.cuda.synchronize(method.device)
-    seconds = time.perf_counter() - t0
-    shape = tuple(state["data_shape"])
-    x = torch.cat(out) if out else torch.zeros(0, *shape)
-    lv = torch.cat(levels, dim=1) if levels else torch.zeros(method.T + 1, 0, *shape)
-    meta = _sample_meta(cfg, run_dir, int(state["iteration"]), start, count, steps, seed, batch,
-                        guidance, labels, used)
-    meta.update(seconds=seconds, seconds_per_image=seconds / max(count, 1),
-                device=str(method.device), threads=torch.get_num_threads())
-    if "diverged_at" in state:  # load_run gave the last good snapshot of a diverged run
-        meta.update(diverged=True, diverged_at=state["diverged_at"],
-                    snapshot=int(state["iteration"]))
-    return x, lv, meta
-
-
-def _sample_meta(cfg, run_dir, iteration, start, count, steps, seed, batch, guidance, labels,
-                 used) -> dict:
-    """The settings a sample file records (``generate``); timing and device come after."""
-    meta = {"iteration": iteration, "seed": seed, "start": start, "count": count,
-            "steps": cfg.sample.langevin_steps if steps is None else steps,
-            "use_ema": cfg.sample.use_ema, "tweedie": cfg.sample.tweedie,
-            "tweedie_b2": cfg.sample.tweedie_b2, "noise_scale": cfg.sample.noise_scale,
-            "method": cfg.method, "run_dir": str(run_dir), "batch_size": batch}
-    if cfg.data.conditional:
-        meta.update(guidance=cfg.sample.guidance if guidance is None else guidance,
-                    label_spec=labels or "uniform", labels=used)
-    return meta
-
-
-def _no_weights(run_dir, start, count, steps, seed, batch_size, guidance, labels, snapshot,
-                diverged):
-    """``generate`` for a diverged run with no good weights to sample: zero images, the same
-    arrays and settings as a real sample (so shards still merge), and ``meta`` saying why.
-    ``meta["count"]`` stays the number asked for: shards of it still follow each other."""
-    import warnings
-
-    import torch
-    import yaml
-
-    from cdrl.core.config import config_from_dict
-    from cdrl.train.checkpoint import load_latest
-    from cdrl.train.trainer import build_data
-
-    cfg = config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
-    latest = load_latest(run_dir)  # the data shape without loading the data, where it can
-    shape = tuple(latest["data_shape"]) if latest else tuple(build_data(cfg).shape)
-    why = ({"no_good_snapshot": True} if snapshot is None
-           else {"after_divergence": True, "snapshot": snapshot})
-    reason = (f"{run_dir} diverged at iteration {diverged['diverged_at']} "
-              + ("before its first snapshot" if snapshot is None else
-                 f"(snapshot {snapshot} is not before it)") + ": no weights, no images")
-    warnings.warn(reason, stacklevel=2)
-    meta = _sample_meta(cfg, run_dir, None, start, count, steps, seed,
-                        batch_size or cfg.sample.batch_size, guidance, labels, [])
-    meta.update(seconds=0.0, seconds_per_image=0.0, device=None, threads=None, diverged=True,
-                diverged_at=diverged["diverged_at"], **why, reason=reason)
-    return (torch.zeros(0, *shape), torch.zeros(cfg.schedule.levels + 1, 0, *shape), meta)
-
-
-def write_samples(out: Path, x, levels, meta: dict) -> None:
-    """``.npz`` (any data; 2-D data keeps every level) or a folder of ``<index>.png`` images."""
-    import numpy as np
-
-    from cdrl.data.images import float_to_uint8
-    from cdrl.io import atomic_write_bytes
-
-    if out.suffix == ".npz":
-        # len(x), not meta["count"]: a diverged run's file has zero images (``generate``).
-        arrays = {"x": x.numpy().astype(np.float32), "meta": np.array(json.dumps(meta)),
-                  "index": np.arange(meta["start"], meta["start"] + len(x))}
-        if "labels" in meta:  # conditional runs: condition index per image (-1: null)
-            arrays["labels"] = np.array(meta["labels"], dtype=np.int64)
-        if x.dim() == 2:  # vector data: keep every level for the toy figure (small)
-            arrays["levels"] = levels.numpy().astype(np.float32)
-        else:
-            arrays["x_uint8"] = float_to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(out, buf.getvalue())
-        return
-    if x.dim() != 4:
-        raise SystemExit(f"--out {str(out)!r}: vector samples need an .npz output")
-    from PIL import Image
-
-    out.mkdir(parents=True, exist_ok=True)
-    nhwc = float_to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
-    for i, img in zip(range(meta["start"], meta["start"] + len(x)), nhwc, strict=True):
-        png = io.BytesIO()
-        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(png, format="PNG")
-        atomic_write_bytes(out / f"{i:06d}.png", png.getvalue())
-    atomic_write_text(out / f"meta-{meta['start']:06d}.json", json.dumps(meta, indent=1))
-
-
-# Per-shard facts a merged file sums or lists; every other metadata key must agree across shards.
-_SHARD_OWN = ("start", "count", "seconds", "seconds_per_image", "labels", "device", "threads")
-
-
-class ShardError(ValueError):
-    """Shards that do not make one sample file: a gap, an overlap or a different setting."""
-
-
-def merge_samples(shards, out: Path) -> dict:
-    """Concatenate ``.npz`` shards written by ``cdrl sample --start S --count N`` into the one
-    file ``cdrl sample`` would write for all their images (the workflow's ``sample_shard_size``).
-
-    The shards must follow each other without gap or overlap and share every setting (run,
-    checkpoint iteration, seed, steps, ...). Image ``i`` depends only on ``(seed, i)``, so the
-    merged images are those of one unsharded job (bit for bit when each shard's size is a
-    multiple of the batch size, as then the batches are the same too). The merged ``meta`` has
-    ``start``/``count`` of the whole, ``seconds`` summed over shards (device-seconds), and a
-    ``shards`` list of each shard's ``start``, ``count``, ``seconds`` and ``device``.
-    Returns the merged metadata."""
-    import numpy as np
-
-    from cdrl.io import atomic_write_bytes
-
-    if not shards:
-        raise ShardError("no shards to merge")
-    parts, metas = [], []
-    for path in shards:
-        with np.load(path, allow_pickle=False) as f:
-            parts.append({k: f[k] for k in f.files})
-        metas.append(json.loads(str(parts[-1].pop("meta"))))
-    first = metas[0]
-    same = {k: v for k, v in first.items() if k not in _SHARD_OWN}
-    expected = first["start"]
-    for path, meta, arrays in zip(shards, metas, parts, strict=True):
-        if meta["start"] != expected:
-            raise ShardError(f"{path}: starts at image {meta['start']}, expected {expected} "
-                             "(shards must be given in order, without gap or overlap)")
-        expected += meta["count"]
-        if diff := sorted(k for k in set(same) | set(meta)
-                          if k not in _SHARD_OWN and meta.get(k) != same.get(k)):
-            raise ShardError(f"{path}: {', '.join(diff)} differ from {shards[0]}'s: these shards "
-                             "are not of one sample")
-        if sorted(arrays) != sorted(parts[0]):
-            raise ShardError(f"{path}: arrays {sorted(arrays)}, expected {sorted(parts[0])}")
-    count = expected - first["start"]
-    seconds = sum(m["seconds"] for m in metas)
-    meta = {**first, "count": count, "seconds": seconds,
-            "seconds_per_image": seconds / max(count, 1),
-            "shards": [{k: m[k] for k in ("start", "count", "seconds", "device")}
-                       for m in metas]}
-    if "labels" in first:
-        meta["labels"] = [label for m in metas for label in m["labels"]]
-    arrays = {"meta": np.array(json.dumps(meta))}
-    for key in parts[0]:
-        axis = 1 if key == "levels" else 0  # levels: [T+1, N, ...]
-        arrays[key] = np.concatenate([a[key] for a in parts], axis=axis)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(Path(out), buf.getvalue())
-    return meta
-
-
 def _cmd_merge_samples(args) -> int:
+    from cdrl.data.sample_files import merge_samples
+
     meta = merge_samples([Path(s) for s in args.shards], Path(args.out))
     print(json.dumps({k: v for k, v in meta.items() if k != "labels"}))
     return 0
 
 
 def _cmd_sample(args) -> int:
+    from cdrl.data.sample_files import write_samples
+    from cdrl.tasks.generate import generate
+
     start = args.start
     count = args.count if args.count is not None else args.num
     if count is None or count < 0 or start < 0:
@@ -303,9 +104,13 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_plot_toy(args) -> int:
-    from cdrl.report.plots import toy_figure
+    from cdrl.io import atomic_write_text
+    from cdrl.report.plots import toy_figure, toy_run_metrics
 
-    metrics = toy_figure(Path(args.run_dir), Path(args.samples), Path(args.out), grid=args.grid)
+    run_dir, out = Path(args.run_dir), Path(args.out)
+    metrics = toy_run_metrics(run_dir, Path(args.samples))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(metrics, indent=2))
+    toy_figure(run_dir, Path(args.samples), out, grid=args.grid, metrics=metrics)
     print(json.dumps(metrics))
     return 0
 
@@ -331,7 +136,7 @@ def dataset_reference(name: str):
 
 # name -> module whose add_cli(subparsers) defines it.
 _MODULE_COMMANDS = {"ood": "cdrl.tasks.ood", "evaluate": "cdrl.eval.evaluate",
-                    "bench": "cdrl.report.bench", "class-accuracy": "cdrl.eval.class_accuracy",
+                    "bench": "cdrl.measure.bench", "class-accuracy": "cdrl.eval.class_accuracy",
                     "inpaint": "cdrl.tasks.inpaint", "compose": "cdrl.tasks.compose",
                     "attribute-classifier": "cdrl.eval.class_accuracy",
                     "compose-score": "cdrl.tasks.compose"}

@@ -1,6 +1,9 @@
 """Atomic file writes: a temporary file in the same folder, flushed, fsynced and renamed over the
-final name, so a reader (or a crash) never sees half a file. Every file the project writes that
-another step reads goes through here.
+final name, so a reader (or a crash) never sees half a file. Every file the package writes for
+another step to read goes through here: checkpoints, sample files, metrics, tables, figures and
+caches (``atomic_savefig``, ``atomic_savez`` for writers that take a file). The fake datasets
+of ``cdrl.data.fake_formats`` are the exception: they imitate other projects' files, and are
+made once, before any step runs.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "csv_text",
-           "sha256_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "atomic_savefig",
+           "atomic_savez", "csv_text", "sha256_file"]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -53,6 +56,20 @@ def atomic_torch_save(obj, path: Path) -> None:
     import torch  # here, not at the top: `cdrl merge-samples` and the CLI start without it
 
     _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_savefig(fig, path: Path, **kwargs) -> None:
+    """A matplotlib figure to ``path``, in the format its suffix names (``.png``, ``.pdf``);
+    ``kwargs`` go to ``savefig`` (``dpi``, ``bbox_inches``)."""
+    path = Path(path)
+    _atomic_write(path, lambda fh: fig.savefig(fh, format=path.suffix.lstrip("."), **kwargs))
+
+
+def atomic_savez(path: Path, **arrays) -> None:
+    """``numpy.savez`` of ``arrays`` to ``path`` (a ``.npz``)."""
+    import numpy as np
+
+    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def sha256_file(path: Path) -> str:

@@ -16,7 +16,7 @@ import torch
 
 from cdrl.core.nets.layers import frozen_spectral_norm, gather_rows
 from cdrl.core.sampler import ebm_grad_fn
-from cdrl.report.bench import build_for_bench
+from cdrl.measure.bench import build_for_bench
 
 
 def main() -> None:

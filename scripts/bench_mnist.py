@@ -79,7 +79,7 @@ from cdrl.core import method as method_module  # noqa: E402
 from cdrl.core.nets.layers import frozen_spectral_norm, power_iteration_  # noqa: E402
 from cdrl.core.sampler import randn  # noqa: E402
 from cdrl.io import atomic_write_text  # noqa: E402
-from cdrl.report.bench import build_for_bench  # noqa: E402
+from cdrl.measure.bench import build_for_bench  # noqa: E402
 from cdrl.report.claim_stats import paired_ratio  # noqa: E402
 from cdrl.train.trainer import build_data  # noqa: E402
 

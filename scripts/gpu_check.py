@@ -8,7 +8,7 @@ Four sections, each time-boxed inside ``--budget-s``; what did not fit is listed
 
 1. correctness: ``pytest -m cuda tests/test_cuda.py`` in a child process; its JUnit XML and log go
    to DIR, every case's outcome and measured differences into the JSON.
-2. speed: ``cdrl bench``'s measurements (``cdrl.report.bench``) of cdrl_cifar10 against
+2. speed: ``cdrl bench``'s measurements (``cdrl.measure.bench``) of cdrl_cifar10 against
    drl_cifar10 (34.83 M-parameter EBMs, random weights with converged spectral norm) at torch's
    default precision: training s/iteration at ``--train-batch`` (the paper's 32 per GPU),
    sampling s/image at ``--sample-batch`` (100) and at the largest batch that fits, EBM gradients
@@ -16,10 +16,10 @@ Four sections, each time-boxed inside ``--budget-s``; what did not fit is listed
    EBM gradient (``torch.utils.flop_counter``) and the achieved FLOP/s against the GPU's peaks;
    Inception features per second for the cost of evaluation. ``speed.csv``/``speed.md`` are
    ``cdrl bench``'s tables of the same numbers.
-3. ab: ``cdrl.report.speedups``: TF32, bf16 autocast, channels-last, torch.compile, a CUDA graph
+3. ab: ``cdrl.measure.speedups``: TF32, bf16 autocast, channels-last, torch.compile, a CUDA graph
    of the K-step chain, cudnn.benchmark and a larger sampling batch, one at a time against strict
    float32 on the Langevin step and the training iteration, kept by ``KEEP_RULE``.
-4. cost: ``cdrl.report.preset_cost``: GPU-hours of workflow/config/paper.yaml from the numbers
+4. cost: ``cdrl.plan.preset_cost``: GPU-hours of workflow/config/paper.yaml from the numbers
    above, the paragraph for the README's cluster section, and the achieved FLOP/s per GPU
    (``cost.throughput``) that ``scripts/preset_budget.py --gpu-check`` applies to each run's
    counted FLOPs.
@@ -52,15 +52,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cdrl.core.nets.layers import frozen_spectral_norm  # noqa: E402
-from cdrl.report import speedups as ab  # noqa: E402
-from cdrl.report.bench import bench_methods, build_for_bench, compare, seconds  # noqa: E402
-from cdrl.report.gpu_report import (  # noqa: E402
+from cdrl.measure import speedups as ab  # noqa: E402
+from cdrl.measure.bench import bench_methods, build_for_bench, compare, seconds  # noqa: E402
+from cdrl.measure.gpu_report import (  # noqa: E402
     environment,
     peak_fractions,
     readme_paragraph,
     summary,
 )
-from cdrl.report.preset_cost import Measured, measured_throughput, preset_cost  # noqa: E402
+from cdrl.plan.preset_cost import Measured, measured_throughput, preset_cost  # noqa: E402
 
 SCHEMA = "cdrl-gpu-check/1"
 EXP = ROOT / "workflow/config/experiments"
@@ -293,7 +293,7 @@ def speed(ctx, box: Box) -> dict:
             "drl": "workflow/config/experiments/drl_cifar10.yaml"}
     bench_rows = []
     try:  # cdrl bench's own tables of the same measurements
-        from cdrl.report.bench import write_tables
+        from cdrl.measure.bench import write_tables
 
         bench_rows = compare(res["cdrl"], res["drl"], meta)
         write_tables(bench_rows, meta, ctx.out / "speed.csv")

@@ -6,8 +6,8 @@
     python scripts/preset_budget.py --write-docs docs/cluster.md       # the documented block
     python scripts/preset_budget.py --check-docs docs/cluster.md       # exit 1 if it is stale
 
-The cost model is ``cdrl.report.budget`` (FLOPs counted on each run's own networks by
-``cdrl.report.run_flops``, times what the preset plans), the tables ``cdrl.report.budget_table``.
+The cost model is ``cdrl.plan.budget`` (FLOPs counted on each run's own networks by
+``cdrl.measure.run_flops``, times what the preset plans), the tables ``cdrl.plan.budget_table``.
 Prints the Markdown, then any run that cannot finish within its requeues (``plan_warnings``);
 ``--json`` writes every row. The documented block uses the default throughput, so ``--write-docs``
 and ``--check-docs`` take no ``--tflops`` or ``--gpu-check``.
@@ -27,14 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cdrl.io import atomic_write_text  # noqa: E402
-from cdrl.report.budget import (  # noqa: E402
+from cdrl.plan.budget import (  # noqa: E402
     DEFAULT_THROUGHPUT,
     Throughput,
     claim_costs,
     plan_warnings,
     throughput_from_gpu_check,
 )
-from cdrl.report.budget_table import budget_markdown, read_block, replace_block  # noqa: E402
+from cdrl.plan.budget_table import budget_markdown, read_block, replace_block  # noqa: E402
 
 DEFAULT_PRESET = "workflow/config/paper.yaml"
 

@@ -61,7 +61,7 @@ LEARNING = {
 
 @pytest.fixture(scope="session", autouse=True)
 def _flops_cache(tmp_path_factory):
-    """One FLOP-count cache for the session (cdrl.report.run_flops.cache_file), outside the
+    """One FLOP-count cache for the session (cdrl.measure.run_flops.cache_file), outside the
     user's: every plan of a GPU preset reads it, and Snakemake subprocesses inherit it."""
     mp = pytest.MonkeyPatch()
     mp.setenv("CDRL_FLOPS_CACHE", str(tmp_path_factory.mktemp("flops") / "flops.json"))
@@ -175,9 +175,9 @@ def markdown_rows(md: str) -> tuple[list[str], list[list[str]]]:
 
 def stage_dataset_stand_ins(work: Path) -> Path:
     """Empty stand-ins under ``work/resources/datasets`` for every dataset file the pre-flight
-    asks for (cdrl.report.preflight.REQUIRED, the first layout of each split): planning checks
+    asks for (cdrl.plan.preflight.REQUIRED, the first layout of each split): planning checks
     only that they exist, so the GPU presets can be planned anywhere. Returns ``work``."""
-    from cdrl.report.preflight import REQUIRED
+    from cdrl.plan.preflight import REQUIRED
 
     root = work / "resources" / "datasets"
     for splits in REQUIRED.values():

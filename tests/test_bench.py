@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cdrl.cli import main
-from cdrl.report.bench import (
+from cdrl.measure.bench import (
     COLUMNS,
     RATIO_COLUMNS,
     ROUND_COLUMNS,

@@ -25,8 +25,8 @@ from cdrl.data.fake_formats import CELEBA_ATTRIBUTES
 from cdrl.eval import attributes as at
 from cdrl.eval import inception_weights as iw
 from cdrl.eval.inception_files import TORCH_FIDELITY, TORCH_FIDELITY_FILE
+from cdrl.plan import preflight as pf
 from cdrl.report import claims as cl
-from cdrl.report import preflight as pf
 from tests.conftest import ROOT, SNAKEMAKE, stage_dataset_stand_ins, subprocess_env
 
 PAPER = ROOT / "workflow" / "config" / "paper.yaml"

@@ -355,15 +355,15 @@ def test_missing_weights_and_unwritable_results_are_named_by_the_plan(tmp_path):
 
 def test_preflight_knows_every_dataset_that_needs_staging():
     from cdrl.data.images import IMAGE_DATASETS
-    from cdrl.report.preflight import REQUIRED
+    from cdrl.plan.preflight import REQUIRED
 
     unchecked = [name for name, spec in IMAGE_DATASETS.items()
                  if name not in REQUIRED and not spec.layout.strip().startswith("none:")]
-    assert not unchecked, f"add their files to cdrl.report.preflight.REQUIRED: {unchecked}"
+    assert not unchecked, f"add their files to cdrl.plan.preflight.REQUIRED: {unchecked}"
 
 
 def test_preflight_helpers(tmp_path):
-    from cdrl.report.preflight import check_writable, missing_dataset_files, parse_dataset_spec
+    from cdrl.plan.preflight import check_writable, missing_dataset_files, parse_dataset_spec
 
     assert parse_dataset_spec("cifar10-interp") == ("cifar10", "test")
     assert parse_dataset_spec("digits16:test") is None and parse_dataset_spec("noise") is None

@@ -34,7 +34,7 @@ from cdrl.core.config import config_from_dict  # noqa: E402
 from cdrl.core.guidance import Guide  # noqa: E402
 from cdrl.core.nets.layers import frozen_spectral_norm  # noqa: E402
 from cdrl.core.sampler import PerImageNoise, ebm_grad_fn, energy_grad_fn  # noqa: E402
-from cdrl.report.bench import build_for_bench  # noqa: E402
+from cdrl.measure.bench import build_for_bench  # noqa: E402
 from cdrl.train.registry import build_method  # noqa: E402
 from cdrl.train.trainer import load_run, train  # noqa: E402
 from tests.conftest import (  # noqa: E402

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdrl.cli import generate
 from cdrl.core.config import ConfigError, config_from_dict
 from cdrl.report.curves import curve_rows, curve_table, learning_curves_figure, train_seconds
+from cdrl.tasks.generate import generate
 from cdrl.train.trainer import RunStateError, load_run, train
 from tests.conftest import assert_same_checkpoint, float_leaves, state_differences
 

@@ -4,8 +4,8 @@
 import pytest
 import yaml
 
+from cdrl.plan.experiments import apply_every_run, preset_view, select_decided
 from cdrl.report.decidable import MIN_VALUES, undecidable
-from cdrl.report.experiments import apply_every_run, preset_view, select_decided
 from tests.conftest import ROOT
 
 

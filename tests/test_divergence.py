@@ -10,11 +10,12 @@ import types
 import numpy as np
 import pytest
 
-from cdrl.cli import generate, merge_samples, write_samples
 from cdrl.cli import main as cli_main
 from cdrl.core.config import config_from_dict
 from cdrl.core.method import CDRL
 from cdrl.core.optim import DivergenceError
+from cdrl.data.sample_files import merge_samples, write_samples
+from cdrl.tasks.generate import generate
 from cdrl.train.trainer import RunStateError, load_run, read_divergence, train
 from tests.conftest import TINY, TINY_DIGITS, merge
 

@@ -1,4 +1,4 @@
-"""The preset's experiment matrix (cdrl.report.experiments) and the table builders (cdrl.report.tables)."""
+"""The preset's experiment matrix (cdrl.plan.experiments) and the table builders (cdrl.report.tables)."""
 
 import json
 import math
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cdrl.core.config import ConfigError, config_from_dict, config_to_dict
+from cdrl.core.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
+from cdrl.plan.experiments import resolve_run, run_instances, run_seeds
 from cdrl.report import tables
-from cdrl.report.experiments import apply_overrides, resolve_run, run_instances, run_seeds
 from tests.conftest import ROOT, markdown_rows
 
 PRESETS = ROOT / "workflow" / "config"
@@ -219,7 +219,7 @@ def _mnist() -> dict:
 
 
 def test_mnist_parts_plan_only_what_their_claims_read():
-    from cdrl.report.experiments import select_part
+    from cdrl.plan.experiments import select_part
 
     preset = _mnist()
     head = select_part({**preset, "part": "headline"})
@@ -257,7 +257,7 @@ def test_mnist_parts_plan_only_what_their_claims_read():
 
 
 def test_an_unknown_part_or_claim_is_named():
-    from cdrl.report.experiments import select_part
+    from cdrl.plan.experiments import select_part
 
     with pytest.raises(ConfigError, match="'nope' is not defined under 'parts:'.*headline"):
         select_part({**_mnist(), "part": "nope"})

@@ -19,10 +19,10 @@ import pytest
 import torch
 import yaml
 
-from cdrl.report import speedups as ab
-from cdrl.report.bench import build_for_bench
-from cdrl.report.gpu_report import gpu_peaks
-from cdrl.report.preset_cost import Measured, preset_cost
+from cdrl.measure import speedups as ab
+from cdrl.measure.bench import build_for_bench
+from cdrl.measure.gpu_report import gpu_peaks
+from cdrl.plan.preset_cost import Measured, preset_cost
 from tests.conftest import ROOT, load_script
 
 SCRIPT = ROOT / "scripts/gpu_check.py"

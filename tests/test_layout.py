@@ -1,5 +1,5 @@
-"""The package layout: imports run one way (cli -> report -> tasks -> eval -> train -> baselines
--> core -> data -> io) and never in a circle. Every ``import`` counts, top-level or inside a
+"""The package layout: imports run one way (cli -> plan -> measure -> report -> tasks -> eval ->
+train -> baselines -> core -> data -> io) and never in a circle. Every ``import`` counts, top-level or inside a
 function, except those under ``if TYPE_CHECKING:`` (annotations only, never executed)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from tests.conftest import ROOT
 PACKAGES = ("cdrl", "baselines")
 # A part may import its own modules and any part with a lower rank.
 RANK = {"cdrl": 0, "cdrl.io": 0, "cdrl.data": 1, "cdrl.core": 2, "baselines": 3,
-        "cdrl.train": 4, "cdrl.eval": 5, "cdrl.tasks": 6, "cdrl.report": 7, "cdrl.cli": 8,
-        "cdrl.__main__": 9}
+        "cdrl.train": 4, "cdrl.eval": 5, "cdrl.tasks": 6, "cdrl.report": 7, "cdrl.measure": 8,
+        "cdrl.plan": 9, "cdrl.cli": 10, "cdrl.__main__": 11}
 
 
 def _modules() -> dict[str, Path]:

@@ -1,5 +1,5 @@
-"""The cost of a preset counted from FLOPs (cdrl.report.run_flops, cdrl.report.budget), its tables
-and the documented block (cdrl.report.budget_table, scripts/preset_budget.py), and the requeue
+"""The cost of a preset counted from FLOPs (cdrl.measure.run_flops, cdrl.plan.budget), its tables
+and the documented block (cdrl.plan.budget_table, scripts/preset_budget.py), and the requeue
 budgets that make every paper run fit its attempts."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from cdrl.core.config import load_config
-from cdrl.report.budget import (
+from cdrl.measure.run_flops import META, NONE, Pass, RunWork, _pass, count_flops, run_work
+from cdrl.plan.budget import (
     DEFAULT_THROUGHPUT,
     MIN_REQUEUE,
     REQUEUE_MARGIN,
@@ -30,10 +31,9 @@ from cdrl.report.budget import (
     sample_files,
     throughput_from_gpu_check,
 )
-from cdrl.report.budget_table import BEGIN, END, read_block, replace_block
-from cdrl.report.experiments import resolve_run
-from cdrl.report.preset_cost import Measured, measured_throughput
-from cdrl.report.run_flops import META, NONE, Pass, RunWork, _pass, count_flops, run_work
+from cdrl.plan.budget_table import BEGIN, END, read_block, replace_block
+from cdrl.plan.experiments import resolve_run
+from cdrl.plan.preset_cost import Measured, measured_throughput
 from cdrl.train.registry import build_method
 from tests.conftest import ROOT, load_script
 
@@ -117,7 +117,7 @@ def test_counts_are_cached_per_network():
 
 
 def test_counts_persist_in_the_cache_file_and_a_bad_file_is_recounted(tmp_path, monkeypatch):
-    from cdrl.report import run_flops
+    from cdrl.measure import run_flops
 
     cache = tmp_path / "flops.json"
     monkeypatch.setenv("CDRL_FLOPS_CACHE", str(cache))

@@ -20,8 +20,8 @@ import yaml
 from cdrl.core.config import ConfigError
 from cdrl.data.fake_formats import CELEBA_ATTRIBUTES, MARKER, write_all
 from cdrl.data.images import load_image_dataset
-from cdrl.report.experiments import apply_every_run, resolve_run
-from cdrl.report.preflight import REQUIRED
+from cdrl.plan.experiments import apply_every_run, resolve_run
+from cdrl.plan.preflight import REQUIRED
 from tests.conftest import ROOT, SNAKEMAKE, subprocess_env
 
 PAPER = ROOT / "workflow/config/paper.yaml"

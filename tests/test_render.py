@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
+from cdrl.measure.bench import COLUMNS
 from cdrl.report import downstream_tables as dt
-from cdrl.report.bench import COLUMNS, speed_view
 from cdrl.report.figures import image_grid
 from cdrl.report.render import View, fmt, latex, markdown, measured, write_table
+from cdrl.report.speed_table import speed_view
 from cdrl.report.tables import Published
 from tests.conftest import ROOT, markdown_rows
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from cdrl.cli import ShardError, merge_samples
 from cdrl.cli import main as cli_main
+from cdrl.data.sample_files import ShardError, merge_samples
 from tests.conftest import TINY_COND_DIGITS, merge
 
 # Two iterations suffice: the merge is checked, not the model.

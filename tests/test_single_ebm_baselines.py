@@ -14,10 +14,10 @@ import baselines.coopnets  # noqa: F401  (registers "coopnets")
 import baselines.replay_buffer  # noqa: F401  (registers "replay_buffer")
 import baselines.short_run  # noqa: F401  (registers "short_run")
 from baselines.common import chain_start
-from cdrl.cli import generate
 from cdrl.cli import main as cli_main
 from cdrl.core.config import config_from_dict
 from cdrl.core.sampler import energy_grad_fn, langevin
+from cdrl.tasks.generate import generate
 from cdrl.train.checkpoint import load_latest
 from cdrl.train.registry import METHODS
 from cdrl.train.trainer import load_run, train

@@ -11,6 +11,7 @@ CPU presets in ``workflow/config/experiments/`` override them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -20,7 +21,8 @@ from typing import Literal
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "config_to_dict"]
+__all__ = ["Config", "ConfigError", "load_config", "config_from_dict", "config_to_dict",
+           "apply_overrides"]
 
 
 class ConfigError(ValueError):
@@ -276,3 +278,33 @@ def load_config(path: str | Path) -> Config:
         return config_from_dict(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def apply_overrides(cfg: dict, overrides: dict | list[str] | None, where: str = "set") -> dict:
+    """A copy of ``cfg`` with dotted-key overrides applied in order, intermediate maps made.
+
+    ``overrides`` is either a mapping ``{"a.b.c": value}`` (a preset's ``set:``) or a list of
+    ``"a.b.c=VALUE"`` strings whose values are read as YAML (``cdrl bench --set``). A key that
+    runs through a value which is not a section is an error naming ``where`` and the key; an
+    unknown key is left to ``config_from_dict`` to reject."""
+    if isinstance(overrides, (list, tuple)):
+        pairs = []
+        for item in overrides:
+            key, sep, value = str(item).partition("=")
+            if not sep:
+                raise ConfigError(f"{where} {item!r}: expected KEY=VALUE, e.g. ebm.width=128")
+            pairs.append((key, yaml.safe_load(value)))
+    else:
+        pairs = list((overrides or {}).items())
+    out = copy.deepcopy(cfg)
+    for dotted, value in pairs:
+        keys = str(dotted).split(".")
+        node = out
+        for i, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{where}: {dotted!r}: {'.'.join(keys[: i + 1])} is a "
+                                  f"{type(child).__name__}, not a section")
+            node = child
+        node[keys[-1]] = copy.deepcopy(value)
+    return out

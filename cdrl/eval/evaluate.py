@@ -394,7 +394,7 @@ def evaluate(samples, reference, metrics=("fid",), extractor: str = "inception",
 
 def _diverged_result(samples, x, meta, asked, reference, extractor, seed, out) -> dict:
     """Every metric asked for null, ``diverged`` and the ``reason``: the zero-image sample file
-    of a diverged run with no good snapshot (``cdrl.cli.generate``) has no value."""
+    of a diverged run with no good snapshot (``cdrl.tasks.generate``) has no value."""
     result = {k: None for m in asked for k in METRIC_KEYS[m]}
     result.update(diverged=True, reason=meta.get("reason", "the run diverged: no images"),
                   provenance={"versions": _versions(), "extractor": extractor,

@@ -1,2 +1,3 @@
-"""Turning results into what people read: the experiment matrix of a preset, tables beside the
-published numbers, figures, plots and the CDRL-vs-DRL speed bench."""
+"""Turning results into what people read: the claims and their statistics, tables beside the
+published numbers, figures and plots. Measuring lives in ``cdrl.measure``, planning what to run
+in ``cdrl.plan``."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from cdrl.report.bench import speed_view
 from cdrl.report.render import (
     Sources,
     View,
@@ -24,6 +23,7 @@ from cdrl.report.render import (
     number,
     published_cell,
 )
+from cdrl.report.speed_table import speed_view
 from cdrl.report.tables import EXTRACTOR_NAMES, Published
 
 __all__ = ["guidance_table", "compose_table", "inpaint_table", "ood_table", "speed_table",

@@ -96,10 +96,11 @@ def pyplot():
 
 def save(fig, out: str | Path) -> None:
     """``out`` (.png) and the same name as .pdf."""
+    from cdrl.io import atomic_savefig
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150, bbox_inches="tight")
-    fig.savefig(out.with_suffix(".pdf"), bbox_inches="tight")
+    atomic_savefig(fig, out, dpi=150, bbox_inches="tight")
+    atomic_savefig(fig, out.with_suffix(".pdf"), bbox_inches="tight")
     pyplot().close(fig)
 
 

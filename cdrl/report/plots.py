@@ -1,4 +1,5 @@
-"""The toy figure of the paper (spec 11, ``Images/toy_example.png`` layout), from a run directory.
+"""The toy figure of the paper (spec 11, ``Images/toy_example.png`` layout), from a run directory,
+and the toy table's numbers (``toy_run_metrics``), computed on their own: the figure only shows them.
 
 Rows: observed noisy data ``x_l``, the learned density ``exp(F(sqrt(m) x, level l) / s^2)``
 normalised on a grid, and generated samples, for levels ``l = T-1, ..., 0`` (EMA weights).
@@ -16,9 +17,10 @@ import torch
 
 from cdrl.core.nets.layers import frozen_spectral_norm
 from cdrl.eval.metrics2d import toy_metrics
+from cdrl.io import atomic_savefig
 from cdrl.train.trainer import build_data, load_run
 
-__all__ = ["toy_figure", "level_densities"]
+__all__ = ["toy_figure", "toy_run_metrics", "level_densities"]
 
 
 @torch.no_grad()
@@ -39,8 +41,31 @@ def level_densities(method, extent: float, grid: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def toy_figure(run_dir: Path, samples: Path, out: Path, grid: int = 200) -> dict:
-    """Draw the figure to ``out`` (PNG, plus PDF beside it) and write ``<out>.json`` metrics.
+def _read_samples(samples: Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A ``cdrl sample`` file of 2-D data: every level ``[T+1, N, 2]``, the final samples (after
+    the Tweedie step, when one is configured) and the metadata."""
+    import numpy as np
+
+    with np.load(samples) as npz:
+        return (torch.from_numpy(npz["levels"]), torch.from_numpy(npz["x"]),
+                json.loads(str(npz["meta"])))
+
+
+def toy_run_metrics(run_dir: Path, samples: Path) -> dict:
+    """The toy table's numbers for a run's samples (``cdrl.eval.metrics2d.toy_metrics``: support
+    fraction, sliced Wasserstein, MMD against the data), with the iteration, seed and steps they
+    were drawn at. Computed here, apart from the figure, which only shows them."""
+    cfg, _, state = load_run(run_dir)
+    levels, x_final, meta = _read_samples(samples)
+    return {"iteration": meta["iteration"], "num_samples": levels.shape[1], "seed": meta["seed"],
+            "steps": meta["steps"], "checkpoint_iteration": int(state["iteration"]),
+            **toy_metrics(x_final, cfg.data.name, cfg.data.scale, cfg.data.seed)}
+
+
+def toy_figure(run_dir: Path, samples: Path, out: Path, grid: int = 200,
+               metrics: dict | None = None) -> None:
+    """Draw the figure to ``out`` (PNG, plus PDF beside it); ``metrics`` (``toy_run_metrics``),
+    when given, puts the support fraction in the title.
 
     ``samples`` is the ``.npz`` of ``cdrl sample`` (its ``levels`` array gives the samples row).
     """
@@ -48,13 +73,9 @@ def toy_figure(run_dir: Path, samples: Path, out: Path, grid: int = 200) -> dict
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    cfg, method, state = load_run(run_dir)
-    with np.load(samples) as npz:
-        levels = torch.from_numpy(npz["levels"])
-        x_final = torch.from_numpy(npz["x"])  # after the Tweedie step, when one is configured
-        meta = json.loads(str(npz["meta"]))
+    cfg, method, _ = load_run(run_dir)
+    levels, _, meta = _read_samples(samples)
     num, seed = levels.shape[1], meta["seed"]
     data = build_data(cfg)
     extent = float(data.points.abs().max()) * 1.05
@@ -80,17 +101,11 @@ def toy_figure(run_dir: Path, samples: Path, out: Path, grid: int = 200) -> dict
             axes[row, col].set_yticks([])
     for row, name in enumerate(("data", "density", "samples")):
         axes[row, 0].set_ylabel(name)
-    metrics = {"iteration": meta["iteration"], "num_samples": num, "seed": seed,
-               "steps": meta["steps"], "checkpoint_iteration": int(state["iteration"]),
-               **toy_metrics(x_final, cfg.data.name, cfg.data.scale, cfg.data.seed)}
-    title = f"{run_dir.name}: iteration {metrics['iteration']}"
-    if "support_fraction" in metrics:
+    title = f"{run_dir.name}: iteration {meta['iteration']}"
+    if metrics and "support_fraction" in metrics:
         title += f", {100 * metrics['support_fraction']:.1f}% of samples in the support"
     fig.suptitle(title)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    fig.savefig(out.with_suffix(".pdf"))
+    atomic_savefig(fig, out, dpi=110)
+    atomic_savefig(fig, out.with_suffix(".pdf"))
     plt.close(fig)
-    out.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
-    return metrics

@@ -28,7 +28,6 @@ result has no fractions: the samples and the figure (one row per setting) only.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import torch
 from cdrl.core.guidance import Guide, parse_condition
 from cdrl.core.sampler import PerImageNoise
 from cdrl.eval.attribute_files import split_condition
+from cdrl.io import atomic_savefig, atomic_savez, atomic_write_text
 
 __all__ = ["compose_samples", "quadrant_fractions", "score_settings", "add_cli"]
 
@@ -109,8 +109,7 @@ def _figure(path: Path, samples: dict[str, torch.Tensor], num: int = 8) -> None:
             ax.set_yticks([])
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -149,13 +148,10 @@ def _with_scores(result: dict, scores: dict | None, info: dict | None) -> dict:
 
 
 def _write_result(path: Path, result: dict) -> None:
-    from cdrl.io import atomic_write_text
-
     atomic_write_text(Path(path), json.dumps(result, indent=1))
 
 
 def _cmd_compose(args) -> int:
-    from cdrl.io import atomic_write_bytes
     from cdrl.train.trainer import load_run
 
     cfg, method, state = load_run(Path(args.run_dir), args.device)
@@ -171,9 +167,8 @@ def _cmd_compose(args) -> int:
               "run_dir": args.run_dir,
               "formula": "F(y, null) + (1 + w) sum_k [F(y, c_k) - F(y, null)] (Eq. 11 not "
                          "found; spec 6.2 reconstruction), same weights on the initializer mean"}
-    buf = io.BytesIO()
-    np.savez(buf, **{k: v.numpy() for k, v in samples.items()}, meta=np.array(json.dumps(result)))
-    atomic_write_bytes(Path(args.out), buf.getvalue())
+    atomic_savez(Path(args.out), **{k: v.numpy() for k, v in samples.items()},
+                 meta=np.array(json.dumps(result)))
     if args.metrics:
         scores, info = score_settings({k: v.numpy() for k, v in samples.items()}, conditions,
                                       args.attribute_classifier)

@@ -32,6 +32,7 @@ import torch
 
 from cdrl.core.guidance import Guide
 from cdrl.core.sampler import Noise, PerImageNoise, randn
+from cdrl.io import atomic_savefig, atomic_savez, atomic_write_text
 
 __all__ = ["MASKS", "make_mask", "inpaint", "inpaint_metrics", "add_cli"]
 
@@ -130,8 +131,7 @@ def _figure(path: Path, rows: dict, num: int = 8) -> None:
             if c == 0:
                 ax.set_ylabel(kind)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -171,8 +171,6 @@ def run_inpainting(run_dir: Path, dataset: str, masks: list[str], num: int, seed
 
 
 def _cmd_inpaint(args) -> int:
-    from cdrl.io import atomic_write_text
-
     masks = [m.strip() for m in args.masks.split(",") if m.strip()]
     metrics, images = run_inpainting(Path(args.run_dir), args.dataset, masks, args.num,
                                      args.seed, args.steps, args.device, args.data_root)
@@ -180,8 +178,8 @@ def _cmd_inpaint(args) -> int:
     if args.figure:
         _figure(Path(args.figure), images)
     if args.out_npz:
-        np.savez(args.out_npz, **{f"{k}_{col}": v.numpy() for k, d in images.items()
-                                  for col, v in d.items()})
+        atomic_savez(Path(args.out_npz), **{f"{k}_{col}": v.numpy() for k, d in images.items()
+                                            for col, v in d.items()})
     print(json.dumps({k: {"psnr": v["inpaint"]["psnr"],
                           "psnr_known_mean": v["baseline_known_mean"]["psnr"],
                           "psnr_dataset_mean": v["baseline_dataset_mean"]["psnr"]}

@@ -20,7 +20,7 @@
   ``ShellJob.checkpoint``, which makes the running step checkpoint, and requeues the job, at
   most ``submitit-max-requeue`` times, or as often as the job's own resource ``max_requeue``
   says (``max_requeue``: the workflow sets it per training run from the run's estimated hours,
-  ``cdrl.report.budget.requeue_budget``). A preemption by SIGTERM (SLURM's default) or
+  ``cdrl.plan.budget.requeue_budget``). A preemption by SIGTERM (SLURM's default) or
   ``scontrol requeue`` is requeued by SLURM itself; the step checkpoints and the wrapper exits
   without a result, so the plugin keeps waiting and the next run resumes. Preemptions are not
   counted against max-requeue.

@@ -1,5 +1,5 @@
 # Shared helpers: config validation, the experiment matrix, target lists, per-run resources.
-# The matrix logic lives in cdrl.report.experiments (importable and tested without Snakemake).
+# The matrix logic lives in cdrl.plan.experiments (importable and tested without Snakemake).
 import json
 import os
 import shlex
@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 from cdrl.core.config import ConfigError
-from cdrl.report.budget import (
+from cdrl.plan.budget import (
     DEFAULT_THROUGHPUT,
     Throughput,
     claim_costs,
@@ -20,14 +20,14 @@ from cdrl.report.budget import (
     throughput_from_gpu_check,
 )
 from cdrl.report.curves import snapshot_iterations as curve_snapshots
-from cdrl.report.experiments import (
+from cdrl.plan.experiments import (
     preset_view,
     resolve_run,
     run_instances,
     run_label,
     run_seeds,
 )
-from cdrl.report.preflight import (
+from cdrl.plan.preflight import (
     format_problems,
     inception_weights_arg,
     preset_problems,
@@ -102,7 +102,7 @@ RESOLVED = _resolve_all()
 
 
 def _preflight():
-    """Datasets, weights and output folders, checked while planning (cdrl.report.preflight), in
+    """Datasets, weights and output folders, checked while planning (cdrl.plan.preflight), in
     the main Snakemake process only: not in cluster jobs, and not under --lint. What is missing
     is printed while planning, so that a dry run (-n) shows it and then the plan: a lab reads
     the plan before it stages anything. A real run stops in its onstart handler (below), after
@@ -298,7 +298,7 @@ def figure_targets():
 
 def preset_json():
     """What the table, figure and claims scripts need to know about the preset, as one dict
-    (cdrl.report.experiments.preset_view)."""
+    (cdrl.plan.experiments.preset_view)."""
     return preset_view(config, RESOLVED, EXPERIMENTS_DIR)
 
 
@@ -496,7 +496,7 @@ def bench_torch_threads(wildcards):
     return min(threads, cores) if cores is not None else threads
 
 
-# ---- The plan's estimated cost and each training job's requeue budget (cdrl.report.budget: FLOPs
+# ---- The plan's estimated cost and each training job's requeue budget (cdrl.plan.budget: FLOPs
 # counted on each run's networks, at a throughput per GPU; the tables: python
 # scripts/preset_budget.py, docs/cluster.md). train.smk passes train_max_requeue as the job's
 # max_requeue resource (the submitit plugin reads it); the Snakefile calls print_budget() while

@@ -43,7 +43,7 @@ rule train:
         runtime=run_resource("runtime", 60),
         mem_mb=run_resource("mem_mb", 4000),
         # Time-limit requeues the submitit plugin allows this job: enough for its estimated
-        # hours (common.smk, cdrl.report.budget.requeue_budget), unless the run sets its own.
+        # hours (common.smk, cdrl.plan.budget.requeue_budget), unless the run sets its own.
         max_requeue=train_max_requeue,
     params:
         run_dir=subpath(output[0], parent=True),

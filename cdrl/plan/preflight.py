@@ -2,7 +2,7 @@
 workflow is planned (``workflow/rules/common.smk``), so a missing dataset or weights file fails
 ``snakemake -n`` on the login node in seconds instead of a GPU job after it leaves the queue.
 
-    python -c "from cdrl.report.preflight import dataset_files; print(dataset_files('cifar10', 'train', 'resources/datasets'))"
+    python -c "from cdrl.plan.preflight import dataset_files; print(dataset_files('cifar10', 'train', 'resources/datasets'))"
 
 Checked: the files of every image dataset a run trains on or an evaluation, inpainting or OOD
 task reads (``REQUIRED``; the datasets that ship with scikit-learn / scikit-image need none), the

@@ -22,8 +22,8 @@ Toy runs (2-D, CPU-sized), composition (64 images), inpainting (1,000) and OOD s
 out and listed as such.
 
 ``measured_throughput`` turns the same measurements into achieved FLOP/s per GPU (the FLOPs of
-the measured iterations and images, counted by ``cdrl.report.run_flops``, over their measured
-seconds), which ``cdrl.report.budget`` applies to every run's own counted FLOPs:
+the measured iterations and images, counted by ``cdrl.measure.run_flops``, over their measured
+seconds), which ``cdrl.plan.budget`` applies to every run's own counted FLOPs:
 ``python scripts/preset_budget.py --gpu-check DIR/results.json``.
 """
 
@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cdrl.report.budget import SPLIT_IMAGES, sample_files
-from cdrl.report.experiments import resolve_run, run_seeds
-from cdrl.report.run_flops import run_work
+from cdrl.measure.run_flops import run_work
+from cdrl.plan.budget import SPLIT_IMAGES, sample_files
+from cdrl.plan.experiments import resolve_run, run_seeds
 
 __all__ = ["Measured", "preset_cost", "measured_throughput", "REFERENCE_IMAGES"]
 
@@ -148,7 +148,7 @@ def measured_throughput(cfgs: dict, m: Measured) -> dict:
     return {"train_flop_per_s": train_flops / sum(m.train_s.values()),
             "sample_flop_per_s": sample_flops / sum(m.sample_s_per_image.values()),
             "measured_on": m.device,
-            "how": f"FLOPs counted on the measured networks (cdrl.report.run_flops) of one "
+            "how": f"FLOPs counted on the measured networks (cdrl.measure.run_flops) of one "
                    f"training iteration at {m.per_gpu_batch} images and of one sampled image "
                    f"at the best measured batch, over the measured seconds, summed over "
                    f"{', '.join(sorted(m.train_s))}"}

@@ -7,7 +7,7 @@ and the requeue budget each training job needs.
     requeue_budget(preset, run, throughput)     # time-limit requeues a training job needs
     plan_warnings(preset, throughput)   # runs that cannot finish within their requeues
 
-Work is counted (``cdrl.report.run_flops``: FLOPs per training image and per sampled image of
+Work is counted (``cdrl.measure.run_flops``: FLOPs per training image and per sampled image of
 each run's own networks) and multiplied by what the preset plans, as the workflow plans it
 (``workflow/rules/common.smk``):
 
@@ -41,10 +41,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdrl.measure.gpu_report import gpu_peaks
+from cdrl.measure.run_flops import is_image_run, run_work
+from cdrl.plan.experiments import apply_every_run, resolve_run, run_seeds, select_part
 from cdrl.report.curves import snapshot_iterations
-from cdrl.report.experiments import apply_every_run, resolve_run, run_seeds, select_part
-from cdrl.report.gpu_report import gpu_peaks
-from cdrl.report.run_flops import is_image_run, run_work
 from cdrl.tasks.ood import ALIASES as OOD_ALIASES
 
 __all__ = ["Throughput", "DEFAULT_THROUGHPUT", "INCEPTION_FLOPS", "SPLIT_IMAGES",
@@ -60,7 +60,7 @@ SPLIT_IMAGES = {"cifar10:train": 50_000, "cifar10:test": 10_000, "cifar100:train
 # each as FlopCounterMode counts; the 32- and 64-pixel images are resized to 299 inside.
 INCEPTION_FLOPS = 2 * 5.71e9
 # Default throughput: 15 % of an H100 SXM's dense TF32 tensor-core peak (494.7 TFLOP/s, NVIDIA's
-# datasheet, cdrl.report.gpu_report.PEAKS). torch runs convolutions in TF32 by default (cuDNN);
+# datasheet, cdrl.measure.gpu_report.PEAKS). torch runs convolutions in TF32 by default (cuDNN);
 # 15 % is what NVIDIA's own ResNet-50 v1.5 PyTorch recipe reaches in TF32 on one A100 (938 images/s
 # x 3 x 8.2 GFLOP per image = 23 TFLOP/s of 156; DeepLearningExamples, ConvNets/resnet50v1.5
 # README). An assumption, not a measurement: scripts/gpu_check.py measures yours.

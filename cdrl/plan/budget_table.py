@@ -1,4 +1,4 @@
-"""The budget of a preset as Markdown: GPU-hours per run and per claim (``cdrl.report.budget``).
+"""The budget of a preset as Markdown: GPU-hours per run and per claim (``cdrl.plan.budget``).
 
     python scripts/preset_budget.py --preset workflow/config/paper.yaml --write-docs docs/cluster.md
 
@@ -10,7 +10,7 @@ drift from the preset and the networks.
 
 from __future__ import annotations
 
-from cdrl.report.budget import REQUEUE_MARGIN, claim_costs
+from cdrl.plan.budget import REQUEUE_MARGIN, claim_costs
 
 __all__ = ["BEGIN", "END", "budget_markdown", "replace_block", "read_block", "docs_command"]
 
@@ -114,7 +114,7 @@ def budget_markdown(preset: dict, preset_name: str, costs: dict | None = None,
             f"{_h(whole['hours']['evaluation'])}; inpainting, composition, OOD scores and the "
             f"speed benchmark: {_h(whole['hours']['downstream'])}.", "",
             "**Per claim.** What selecting that claim alone plans (a part listing only it, "
-            "`cdrl.report.experiments.select_part`): its runs (seeds), sample files, evaluations "
+            "`cdrl.plan.experiments.select_part`): its runs (seeds), sample files, evaluations "
             "and tasks. A run several claims read appears in each of their rows and once in "
             "\"all claims\".", ""]
     out += _table(["claim", "runs (seeds)", "training", "sampling", "evaluation and tasks",

@@ -39,7 +39,7 @@ from cdrl.core.sampler import (
     langevin,
     langevin_drift,
 )
-from cdrl.report.bench import seconds
+from cdrl.measure.bench import seconds
 
 __all__ = ["MIN_SPEEDUP", "TOLERANCE", "KEEP_RULE", "VARIANTS", "Setting", "Chain", "ABContext",
            "make_chain", "drift", "grad_flops", "decide", "run_ab", "applied", "kept_variants"]

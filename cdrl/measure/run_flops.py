@@ -1,6 +1,6 @@
 """FLOPs of a run's training iteration and of one sampled image, counted on the run's own networks.
 
-    from cdrl.report.run_flops import run_work
+    from cdrl.measure.run_flops import run_work
     w = run_work(resolve_run(preset, "cifar10_cdrl", 0))
     w.train_iteration(256, 15)    # FLOPs of one iteration at batch 256 and K = 15
     w.sample_image(15, rows=2)    # FLOPs of one image at K = 15 under a 2-row guide (CFG, w != 0)
@@ -54,6 +54,7 @@ from cdrl.core.guidance import network_classes
 from cdrl.core.nets import build_ebm, build_initializer
 from cdrl.core.nets.layers import frozen_spectral_norm
 from cdrl.data.images import IMAGE_DATASETS
+from cdrl.io import atomic_write_text
 from cdrl.train.registry import METHODS
 
 __all__ = ["Pass", "RunWork", "count_flops", "run_work", "is_image_run"]
@@ -224,11 +225,7 @@ def _save_cache(path: Path | None, entries: dict) -> None:
     if path is None:
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        merged = {**_load_cache(path), **entries}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(merged, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({**_load_cache(path), **entries}, sort_keys=True))
     except OSError:
         pass
 

@@ -21,41 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from cdrl.core.config import ConfigError, config_from_dict, config_to_dict
+from cdrl.core.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
 
-__all__ = ["resolve_run", "apply_overrides", "apply_every_run", "select_part", "select_decided",
+__all__ = ["resolve_run", "apply_every_run", "select_part", "select_decided",
            "select_claims", "claim_runs", "preset_view",
            "run_seeds", "run_label", "run_instances"]
-
-
-def apply_overrides(cfg: dict, overrides: dict | list[str] | None, where: str = "set") -> dict:
-    """A copy of ``cfg`` with dotted-key overrides applied in order, intermediate maps made.
-
-    ``overrides`` is either a mapping ``{"a.b.c": value}`` (a preset's ``set:``) or a list of
-    ``"a.b.c=VALUE"`` strings whose values are read as YAML (``cdrl bench --set``). A key that
-    runs through a value which is not a section is an error naming ``where`` and the key; an
-    unknown key is left to ``config_from_dict`` to reject."""
-    if isinstance(overrides, (list, tuple)):
-        pairs = []
-        for item in overrides:
-            key, sep, value = str(item).partition("=")
-            if not sep:
-                raise ConfigError(f"{where} {item!r}: expected KEY=VALUE, e.g. ebm.width=128")
-            pairs.append((key, yaml.safe_load(value)))
-    else:
-        pairs = list((overrides or {}).items())
-    out = copy.deepcopy(cfg)
-    for dotted, value in pairs:
-        keys = str(dotted).split(".")
-        node = out
-        for i, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{where}: {dotted!r}: {'.'.join(keys[: i + 1])} is a "
-                                  f"{type(child).__name__}, not a section")
-            node = child
-        node[keys[-1]] = copy.deepcopy(value)
-    return out
 
 
 def apply_every_run(preset: dict) -> dict:
