@@ -49,7 +49,7 @@ stage-is: | $(STAMP)
 	$(PY) scripts/stage_torch_fidelity.py
 
 run: $(STAMP) $(WEIGHTS)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete all && $(VENV)/bin/snakemake --report results/report.html
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete all && $(VENV)/bin/snakemake --report results/report.html --report-metadata workflow/report/metadata.yaml
 
 # pytest exit code 5 means "no tests collected": not a failure of the suite.
 test: $(STAMP) $(WEIGHTS) $(MNIST)

@@ -273,10 +273,18 @@ def test_end_to_end_tiny_preset(tmp_path):
     again = _snakemake(work, "--cores", "2", "all")
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # The report gathers the tables and figures.
+    # The report gathers the tables and figures, and opens on the claims: its landing page (the
+    # workflow description, shown first when metadata is given) holds the claims figure, embedded,
+    # and the claims table.
     report = res / "report.html"
-    _snakemake(work, "--report", str(report))
+    _snakemake(work, "--report", str(report), "--report-metadata",
+               str(ROOT / "workflow" / "report" / "metadata.yaml"))
+    html = report.read_text()
     assert report.stat().st_size > 50_000
+    desc = json.loads(html.split("var workflow_desc = ", 1)[1].split(";\n", 1)[0])
+    assert 'class="cdrl-claims"' in desc and "data:image/png;base64," in desc, desc[:300]
+    assert "<th>claim</th>" in desc.lower() or "<table>" in desc
+    assert '"Paper"' in html.split("var metadata = ", 1)[1][:2000]
 
     # More iterations for one run: only that run resumes from its checkpoint, and what depends
     # on it is redone; the other runs are untouched.

@@ -23,6 +23,7 @@ may have disturbed. Exact counts (EBM gradient evaluations per image) are compar
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import json
@@ -41,7 +42,7 @@ from cdrl.report.claim_stats import (
 )
 from cdrl.report.render import fmt
 
-__all__ = ["Part", "steps_shape_parts", "guidance_parts", "read_claims", "claim_files",
+__all__ = ["landing_html", "Part", "steps_shape_parts", "guidance_parts", "read_claims", "claim_files",
            "evaluate_claims", "claims_markdown", "claims_html", "write_claims", "KINDS", "RULES",
            "COLUMNS"]
 NO_DATA = "no data in this preset"
@@ -633,6 +634,28 @@ def claims_html(rows: list[dict], title: str = "Claims of the paper") -> str:
             "padding:4px;vertical-align:top}table{border-collapse:collapse}</style></head><body>"
             f"<h2>{title}</h2><p>{html.escape(NOTE)}</p><table><tr>{head}</tr>{''.join(body)}"
             "</table></body></html>\n")
+
+
+def landing_html(table_page: str, figure_png: bytes) -> str:
+    """The claims as the report's landing page shows them: the claims figure (``figure_png``,
+    embedded so the report stays one file) above the claims table, taken from the body of
+    ``table_page`` (``claims_html``). A fragment, not a page: the report's workflow
+    description (``workflow/report/workflow.rst``) includes it."""
+    body = table_page.split("<body>", 1)[-1].rsplit("</body>", 1)[0]
+    style = table_page.split("<style>", 1)[-1].split("</style>", 1)[0] \
+        if "<style>" in table_page else ""
+    # The table's style, scoped to the fragment so the rest of the report keeps its look.
+    scoped = ""
+    for rule in filter(None, (r.strip() for r in style.split("}"))):
+        selectors, _, declarations = rule.partition("{")
+        scoped += ",".join(".cdrl-claims" + ("" if sel.strip() == "body" else f" {sel.strip()}")
+                           for sel in selectors.split(",")) + "{" + declarations + "}"
+    image = base64.b64encode(figure_png).decode()
+    alt = html.escape("The claims figure: each claim's effect and 95 % interval against its "
+                      "rule's threshold, coloured by verdict")
+    return (f'<div class="cdrl-claims"><style>{scoped}</style>'
+            f'<img alt="{alt}" src="data:image/png;base64,{image}" style="max-width:100%">'
+            f"{body}</div>\n")
 
 
 def write_claims(rows: list[dict], csv_path: Path, md_path: Path, html_path: Path | None = None,

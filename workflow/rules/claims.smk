@@ -21,6 +21,7 @@ CLAIMS_TARGETS = [
     path
     for path in [f"results/tables/claims.{ext}" for ext in ("csv", "md", "html")]
     + [f"results/figures/claims.{ext}" for ext in ("png", "pdf")]
+    + ["results/report/landing.html"]
     if CLAIMS_PRESET["claims"]
 ]
 
@@ -58,9 +59,13 @@ rule claims:
 # The claims figure (cdrl.report.figures.draw_claims): one row per claim, its effect and interval
 # against the rule's threshold, coloured by verdict. The report's first category ("Claims", which
 # sorts first) lists it before the table.
+# It also writes the report's landing section: that figure above the claims table, one HTML
+# fragment (cdrl.report.claims.landing_html) that workflow/report/workflow.rst includes, so the
+# report opens on the claims (with --report-metadata workflow/report/metadata.yaml).
 rule figure_claims:
     input:
         table="results/tables/claims.csv",
+        html="results/tables/claims.html",
     output:
         png=report(
             "results/figures/claims.png",
@@ -69,6 +74,7 @@ rule figure_claims:
             labels={"result": "Figure: each claim's effect and interval vs threshold"},
         ),
         pdf="results/figures/claims.pdf",
+        landing="results/report/landing.html",
     log:
         "logs/figure/claims.log",
     localrule: True

@@ -41,6 +41,11 @@ elif sm.rule == "learning_curves":
     curves.learning_curves_figure(pd.DataFrame(rows), sm.output.png)  # per-seed points
 elif sm.rule == "figure_claims":
     figures.claims_figure(pd.read_csv(sm.input.table), sm.output.png)
+    from cdrl.io import atomic_write_text
+    from cdrl.report.claims import landing_html
+
+    atomic_write_text(Path(sm.output.landing), landing_html(
+        Path(sm.input.html).read_text(), Path(sm.output.png).read_bytes()))
 elif sm.rule == "figure_guidance":
     figures.guidance_figure(pd.read_csv(sm.input.table), sm.output.png)
 elif sm.rule == "figure_grid":
