@@ -100,8 +100,9 @@ class SingleEBM:
         return {"ebm": self.ebm}
 
     # ----------------------------------------------------------------------------- pieces
-    def _cond(self, ebm: nn.Module, n: int):
-        """The EBM's conditioning at ``t = 0``, one row per sample."""
+    def _condition(self, ebm: nn.Module, n: int):
+        """The EBM's conditioning at ``t = 0``, one row per sample, with gradients: the EBM
+        update trains the level embedding through it. ``level_condition`` is its no-grad view."""
         zeros = torch.zeros(n, dtype=torch.long, device=self.device)
         return gather_rows(ebm.condition(self.t_level), zeros)
 
@@ -110,7 +111,10 @@ class SingleEBM:
                         labels: torch.Tensor | None = None):
         """The EBM's conditioning per sample (``k`` is all 0: one level, ``t = 0``)."""
         _unconditional(labels, "labels")
-        return gather_rows(ebm.condition(self.t_level), k)
+        if bool((k != 0).any()):
+            raise ValueError(f"{type(self).__name__} has one level: k must be 0, got "
+                             f"{sorted(set(k.tolist()))}")
+        return self._condition(ebm, k.shape[0])
 
     def grad_fn(self, ebm: nn.Module, k: torch.Tensor, guide=None):
         """``x -> grad_x F(x)`` for a Langevin chain."""
@@ -135,8 +139,8 @@ class SingleEBM:
         if n_steps == 0:
             return x.detach()
         with frozen_spectral_norm(ebm):
-            with torch.no_grad():
-                cond = self._cond(ebm, x.shape[0])
+            cond = self.level_condition(ebm, torch.zeros(x.shape[0], dtype=torch.long,
+                                                         device=self.device))
             return langevin(ebm_grad_fn(ebm, cond), x, n_steps, grad_scale=bc.step_size,
                             noise_std=noise_scale * bc.noise_std, clamp=bc.clamp,
                             generator=generator, callback=callback)
@@ -153,7 +157,7 @@ class SingleEBM:
     def ebm_update(self, x_pos: torch.Tensor, x_neg: torch.Tensor) -> dict[str, torch.Tensor]:
         """Contrastive loss with the energy regulariser; one optimizer step (see docstring)."""
         self.ebm.eval()  # SN vectors were refreshed before the chain; no second power iteration
-        f = self.ebm.energy(torch.cat([x_pos, x_neg]), self._cond(self.ebm, 2 * x_pos.shape[0]))
+        f = self.ebm.energy(torch.cat([x_pos, x_neg]), self._condition(self.ebm, 2 * x_pos.shape[0]))
         f_pos, f_neg = f.chunk(2)
         terms = f_neg - f_pos + self.cfg.baseline.energy_reg * (f_pos.pow(2) + f_neg.pow(2))
         loss = terms.mean()
