@@ -126,3 +126,27 @@ def test_docs_name_every_test_file_and_rule_file():
         rules = [p.stem for p in sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
         absent = [r for r in rules if f"`{r}`" not in text]
         assert not absent, f"docs/{doc} does not name the rule files {absent}"
+
+
+def test_atomic_writes_give_files_the_umask_mode_and_leave_no_temporary(tmp_path):
+    """``cdrl.io``'s writes replace the file whole and give it the mode a plain ``open`` would
+    (mkstemp alone makes it private: 0600, unreadable to a cluster group)."""
+    import os
+    import stat
+
+    import numpy as np
+
+    from cdrl import io as cio
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    fig = __import__("matplotlib.figure", fromlist=["Figure"]).Figure()
+    fig.add_subplot().plot([0, 1])
+    cio.atomic_write_text(tmp_path / "a.txt", "one")
+    cio.atomic_savez(tmp_path / "b.npz", x=np.arange(3))
+    cio.atomic_savefig(fig, tmp_path / "c.png")
+    for name in ("a.txt", "b.npz", "c.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert np.load(tmp_path / "b.npz")["x"].tolist() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.npz", "c.png"]

@@ -284,7 +284,9 @@ def test_end_to_end_tiny_preset(tmp_path):
     desc = json.loads(html.split("var workflow_desc = ", 1)[1].split(";\n", 1)[0])
     assert 'class="cdrl-claims"' in desc and "data:image/png;base64," in desc, desc[:300]
     assert "<th>claim</th>" in desc.lower() or "<table>" in desc
-    assert '"Paper"' in html.split("var metadata = ", 1)[1][:2000]
+    meta = json.loads(html.split('<script id="metadata">', 1)[1].split("var metadata = ", 1)[1]
+                      .split(";\n", 1)[0])
+    assert meta == {"The paper, arXiv": 2309.05153, "The paper, ICLR": 2024}
 
     # More iterations for one run: only that run resumes from its checkpoint, and what depends
     # on it is redone; the other runs are untouched.
