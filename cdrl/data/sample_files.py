@@ -22,7 +22,8 @@ def write_samples(out: Path, x, levels, meta: dict) -> None:
     from cdrl.data.images import float_to_uint8
 
     if out.suffix == ".npz":
-        # len(x), not meta["count"]: a diverged run's file has zero images (``cdrl.tasks.generate``).
+        # len(x), not meta["count"]: a diverged run's file has zero images
+        # (``cdrl.tasks.generate``).
         arrays = {"x": x.numpy().astype(np.float32), "meta": np.array(json.dumps(meta)),
                   "index": np.arange(meta["start"], meta["start"] + len(x))}
         if "labels" in meta:  # conditional runs: condition index per image (-1: null)
@@ -66,7 +67,6 @@ def merge_samples(shards, out: Path) -> dict:
     ``shards`` list of each shard's ``start``, ``count``, ``seconds`` and ``device``.
     Returns the merged metadata."""
     import numpy as np
-
 
     if not shards:
         raise ShardError("no shards to merge")

@@ -42,9 +42,9 @@ from cdrl.report.claim_stats import (
 )
 from cdrl.report.render import fmt
 
-__all__ = ["landing_html", "Part", "steps_shape_parts", "guidance_parts", "read_claims", "claim_files",
-           "evaluate_claims", "claims_markdown", "claims_html", "write_claims", "KINDS", "RULES",
-           "COLUMNS"]
+__all__ = ["landing_html", "Part", "steps_shape_parts", "guidance_parts", "read_claims",
+           "claim_files", "evaluate_claims", "claims_markdown", "claims_html", "write_claims",
+           "KINDS", "RULES", "COLUMNS"]
 NO_DATA = "no data in this preset"
 # Kind -> the rules it accepts and the claim fields it needs.
 KINDS = {"compare": ({"welch", "interval"}, ("metric", "better")),
@@ -619,6 +619,22 @@ def claims_markdown(rows: list[dict], title: str = "Claims of the paper") -> str
     return "\n".join(lines) + "\n"
 
 
+# The claims table's style: (selectors, declarations), for its page and for the landing fragment.
+_TABLE_STYLE = (("body", "font-family:sans-serif;font-size:13px"),
+                ("td,th", "border:1px solid #ccc;padding:4px;vertical-align:top"),
+                ("table", "border-collapse:collapse"))
+
+
+def _table_css(scope: str | None = None) -> str:
+    """``_TABLE_STYLE`` as CSS; with ``scope`` (a selector) every rule applies only inside it,
+    and ``body`` becomes the scope itself."""
+    def scoped(sel: str) -> str:
+        return sel if scope is None else scope if sel == "body" else f"{scope} {sel}"
+
+    return "".join(",".join(scoped(s) for s in selectors.split(",")) + "{" + decl + "}"
+                   for selectors, decl in _TABLE_STYLE)
+
+
 def claims_html(rows: list[dict], title: str = "Claims of the paper") -> str:
     """The Markdown table as a standalone page (the report renders HTML, not Markdown)."""
     colour = {"reproduced": "#d4edda", "not reproduced": "#f8d7da", "inconclusive": "#fff3cd",
@@ -630,8 +646,7 @@ def claims_html(rows: list[dict], title: str = "Claims of the paper") -> str:
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>"
-            "body{font-family:sans-serif;font-size:13px}td,th{border:1px solid #ccc;"
-            "padding:4px;vertical-align:top}table{border-collapse:collapse}</style></head><body>"
+            f"{_table_css()}</style></head><body>"
             f"<h2>{title}</h2><p>{html.escape(NOTE)}</p><table><tr>{head}</tr>{''.join(body)}"
             "</table></body></html>\n")
 
@@ -642,14 +657,8 @@ def landing_html(table_page: str, figure_png: bytes) -> str:
     ``table_page`` (``claims_html``). A fragment, not a page: the report's workflow
     description (``workflow/report/workflow.rst``) includes it."""
     body = table_page.split("<body>", 1)[-1].rsplit("</body>", 1)[0]
-    style = table_page.split("<style>", 1)[-1].split("</style>", 1)[0] \
-        if "<style>" in table_page else ""
     # The table's style, scoped to the fragment so the rest of the report keeps its look.
-    scoped = ""
-    for rule in filter(None, (r.strip() for r in style.split("}"))):
-        selectors, _, declarations = rule.partition("{")
-        scoped += ",".join(".cdrl-claims" + ("" if sel.strip() == "body" else f" {sel.strip()}")
-                           for sel in selectors.split(",")) + "{" + declarations + "}"
+    scoped = _table_css(".cdrl-claims")
     image = base64.b64encode(figure_png).decode()
     alt = html.escape("The claims figure: each claim's effect and 95 % interval against its "
                       "rule's threshold, coloured by verdict")
